@@ -1,0 +1,339 @@
+"""The ``bulkpar`` command: parse options, call the Python API, render the result.
+
+No logic of its own lives here: errors from the library are turned into
+one-line click errors in :func:`errors_as_click_exceptions`, the only place
+that knows about exit codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+
+from bulkpar import __version__
+from bulkpar.errors import BulkparError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_FAILED_CHUNKS = 1
+EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def errors_as_click_exceptions(show_traceback: bool) -> Iterator[None]:
+    """Turn library errors into one-line click errors (``--traceback`` adds the rest)."""
+    try:
+        yield
+    except click.exceptions.Exit:
+        raise
+    except (BulkparError, Exception) as exc:
+        if isinstance(exc, click.ClickException):
+            raise
+        if show_traceback:
+            traceback.print_exc()
+        if isinstance(exc, UsageError):
+            raise click.UsageError(str(exc).splitlines()[0]) from exc
+        if isinstance(exc, BulkparError):
+            raise click.ClickException(str(exc).splitlines()[0]) from exc
+        from django.core.exceptions import ImproperlyConfigured
+
+        if isinstance(exc, ImproperlyConfigured):
+            raise click.ClickException(
+                f"Django is not configured correctly: {exc}"
+                + (
+                    "; install the driver with: pip install 'bulkpar[postgres]' "
+                    "(or 'bulkpar[mysql]')"
+                    if "module" in str(exc).lower()
+                    else ""
+                )
+            ) from exc
+        raise click.ClickException(
+            f"unexpected error: {type(exc).__name__}: {exc} (run with --traceback for details)"
+        ) from exc
+
+
+def project_options(func: F) -> F:
+    """--settings, --pythonpath, --database, --traceback: how to reach the project."""
+    options = [
+        click.option(
+            "--settings",
+            metavar="MODULE",
+            help="Django settings module, e.g. mysite.settings (default: $DJANGO_SETTINGS_MODULE).",
+        ),
+        click.option(
+            "--pythonpath",
+            multiple=True,
+            metavar="DIR",
+            help="Directory to add to the Python path (repeatable); the current "
+            "directory is always importable, as with manage.py.",
+        ),
+        click.option(
+            "--database",
+            default="default",
+            show_default=True,
+            metavar="ALIAS",
+            help="Database alias from DATABASES to write to.",
+        ),
+        click.option(
+            "--traceback", is_flag=True, help="Show the full Python traceback of an error."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_options(func: F) -> F:
+    """--chunk, --workers, --executor …: how to schedule the work, and how to show it."""
+    from bulkpar.job import EXECUTORS
+    from bulkpar.runner import cpu_count
+
+    options = [
+        click.option(
+            "--chunk",
+            type=click.IntRange(min=1),
+            default=1000,
+            show_default=True,
+            help="Rows per chunk; a chunk is one transaction.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=cpu_count(),
+            show_default="number of CPUs",
+            help="Parallel workers, each with its own database connection.",
+        ),
+        click.option(
+            "--executor",
+            type=click.Choice(EXECUTORS),
+            default="process",
+            show_default=True,
+            help="process: a pool of processes; thread: threads in this process; "
+            "serial: no pool (for debugging).",
+        ),
+        click.option(
+            "--start-method",
+            type=click.Choice(["fork", "forkserver", "spawn"]),
+            help="How worker processes start (default: forkserver where available).",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=5,
+            show_default=True,
+            help="Retries of a chunk after a transient error (deadlock, lock timeout, "
+            "dropped connection, SQLite busy).",
+        ),
+        click.option(
+            "--on-error",
+            type=click.Choice(["abort", "skip"]),
+            default="abort",
+            show_default=True,
+            help="abort: stop starting chunks after one fails; skip: record it and go on.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _progress_sink(quiet: bool) -> Any:
+    from rich.console import Console
+
+    from bulkpar.console import RichProgress
+
+    stderr = Console(stderr=True)
+    if quiet or not stderr.is_terminal:
+        return False
+    return RichProgress(stderr)
+
+
+def _finish(report: Any, as_json: bool) -> None:
+    """Print the report and exit with its status."""
+    from rich.console import Console
+
+    from bulkpar.console import render_report
+
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), default=str))
+    else:
+        render_report(report, Console())
+    if report.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if not report.ok:
+        sys.exit(EXIT_FAILED_CHUNKS)
+
+
+def _split_names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--fields is empty: name fields separated by commas")
+    return names
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="bulkpar")
+def cli() -> None:
+    """Large parallel writes on Django models.
+
+    bulkpar loads your project's settings, cuts the work into chunks (one
+    transaction each) and runs them on a pool of worker processes with their
+    own database connections, with a live progress bar and a report at the end.
+    """
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@project_options
+@click.option(
+    "--model",
+    "model_label",
+    required=True,
+    metavar="APP.MODEL",
+    help="The model to update, e.g. auth.User.",
+)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="LOOKUP=VALUE",
+    help="Select rows, e.g. is_active=true or created__lt=2024-01-01 (repeatable).",
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="LOOKUP=VALUE",
+    help="Leave out rows matching this lookup (repeatable).",
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Assign a constant (converted by the field; 'null' for NULL). "
+    "Runs as SQL UPDATE per chunk (repeatable).",
+)
+@click.option(
+    "--func",
+    metavar="MODULE:CALLABLE",
+    help="Call this on each instance; it mutates it in place (return False to leave the row).",
+)
+@click.option(
+    "--fields",
+    metavar="A,B",
+    help="With --func: the fields it changes (default: detected per row).",
+)
+@click.option(
+    "--touch/--no-touch",
+    default=True,
+    show_default=True,
+    help="Refresh auto_now fields on written rows, as save() would.",
+)
+@click.option(
+    "--lock", is_flag=True, help="With --func: SELECT ... FOR UPDATE each chunk's rows first."
+)
+@run_options
+def update(
+    settings: str | None,
+    pythonpath: tuple[str, ...],
+    database: str,
+    traceback: bool,
+    model_label: str,
+    filters: tuple[str, ...],
+    excludes: tuple[str, ...],
+    assignments: tuple[str, ...],
+    func: str | None,
+    fields: str | None,
+    touch: bool,
+    lock: bool,
+    chunk: int,
+    workers: int,
+    executor: str,
+    start_method: str | None,
+    retries: int,
+    on_error: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Change existing rows, chunk by chunk over primary-key ranges.
+
+    \b
+    Examples:
+      bulkpar update --settings mysite.settings --model app.User \\
+          --filter is_active=true --set newsletter=false
+      bulkpar update --model app.User --func fixes:normalize_email --workers 4
+
+    --set runs one SQL UPDATE per chunk and loads no rows. --func loads each
+    chunk, calls the function on every instance and writes the rows that
+    changed with bulk_update. Signals do not fire; use 'bulkpar save' for that.
+    """
+    from bulkpar.api import update as run_update
+    from bulkpar.django_setup import resolve_model, setup_django
+    from bulkpar.selection import select
+
+    with errors_as_click_exceptions(traceback):
+        if bool(assignments) == bool(func):
+            raise UsageError("give either --set FIELD=VALUE or --func MODULE:CALLABLE (not both)")
+        if fields and not func:
+            raise UsageError("--fields goes with --func")
+        setup_django(settings, pythonpath)
+        model = resolve_model(model_label)
+        queryset = select(model, filters=filters, excludes=excludes, database=database)
+        from bulkpar.lookups import parse_assignments
+
+        values = parse_assignments(model, assignments) if assignments else None
+        report = run_update(
+            queryset,
+            set=values,
+            func=func,
+            fields=_split_names(fields),
+            chunk=chunk,
+            workers=workers,
+            executor=executor,
+            start_method=start_method,
+            database=database,
+            touch=touch,
+            lock=lock,
+            retries=retries,
+            on_error=on_error,
+            progress=_progress_sink(quiet),
+        )
+    _finish(report, as_json)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--rows", type=click.IntRange(min=1), default=50_000, show_default=True, help="Rows to seed."
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--chunk", type=click.IntRange(min=1), default=2_000, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the demo database and print its path.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--traceback", is_flag=True, help="Show the full Python traceback of an error.")
+def demo(rows: int, workers: int, chunk: int, keep: bool, quiet: bool, traceback: bool) -> None:
+    """Seed a throw-away SQLite database and run real parallel updates on it."""
+    from bulkpar.demo import run_demo
+
+    with errors_as_click_exceptions(traceback):
+        run_demo(
+            rows=rows,
+            workers=workers,
+            chunk=chunk,
+            keep=keep,
+            progress_factory=lambda: _progress_sink(quiet),
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="bulkpar")

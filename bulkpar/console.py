@@ -1,0 +1,123 @@
+"""Terminal rendering for the CLI: the live progress bar and the final report (rich).
+
+Only the command-line layer imports this module; the library reports progress
+as data through :class:`bulkpar.runner.ProgressSink`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from bulkpar.report import ChunkResult, Report
+
+
+class RowsPerSecondColumn(ProgressColumn):
+    """Rows per second, from rich's own speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("- rows/s", style="progress.data.speed")
+        return Text(f"{speed:,.0f} rows/s", style="progress.data.speed")
+
+
+class RichProgress:
+    """A :class:`~bulkpar.runner.ProgressSink` that draws a live bar on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            RowsPerSecondColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=False,
+        )
+        self._task: Any = None
+        self._failed = 0
+
+    def start(self, total_rows: int | None, description: str) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total_rows, status="")
+
+    def advance(self, result: ChunkResult) -> None:
+        if result.failed:
+            self._failed += 1
+        status = f"[red]{self._failed} chunk(s) failed" if self._failed else ""
+        self._progress.update(self._task, advance=result.rows, status=status)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def render_report(report: Report, console: Console) -> None:
+    """Print the human form of a report: counts, timing, failures, notes."""
+    title = f"bulkpar {report.operation} {report.model}"
+    if report.interrupted:
+        title += " — INTERRUPTED"
+    elif not report.ok:
+        title += " — FAILED"
+    table = Table(title=title, show_header=False, title_justify="left", box=None)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows: list[tuple[str, str]] = [("rows matched", _count(report.matched))]
+    if report.operation == "update":
+        rows += [
+            ("rows written", _count(report.written)),
+            ("rows unchanged", _count(report.unchanged)),
+        ]
+        if report.skipped:
+            rows.append(("rows skipped by the function", _count(report.skipped)))
+    if report.failed_rows:
+        rows.append(("rows in failed chunks (rolled back)", _count(report.failed_rows)))
+    if report.not_attempted:
+        rows.append(("rows not attempted", _count(report.not_attempted)))
+    rows += [
+        ("chunks done / failed", f"{report.chunks:,} / {report.failed_chunks:,}"),
+        ("wall seconds", f"{report.seconds:.2f} (pool start-up {report.startup_seconds:.2f})"),
+        ("rows per second", f"{report.rows_per_second:,.0f}"),
+        (
+            "chunk seconds p50 / p95 / max",
+            " / ".join(f"{report.chunk_seconds.get(k, 0):.3f}" for k in ("p50", "p95", "max")),
+        ),
+        (
+            "workers / executor",
+            f"{report.workers} / {report.executor}"
+            + (f" ({report.start_method})" if report.start_method else ""),
+        ),
+        ("database / method", f"{report.vendor} ({report.database}) / {report.method}"),
+    ]
+    if report.retries:
+        rows.append(("transient errors retried", _count(report.retries)))
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+    for error in report.errors:
+        console.print(f"[red]chunk {error.chunk} ({error.label}) failed:[/red] {error.error}")
+        if error.traceback:
+            console.print(Text(error.traceback.rstrip(), style="dim"))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")

@@ -1,0 +1,37 @@
+"""Progress for Python API callers: a tqdm bar counted in rows.
+
+The runner only emits data (:class:`bulkpar.runner.ProgressSink`); this module
+renders it with ``tqdm.auto``, which draws a text bar in a terminal and a
+widget in a notebook. The CLI renders with rich instead (bulkpar.cli).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bulkpar.report import ChunkResult
+
+
+class TqdmProgress:
+    """A :class:`~bulkpar.runner.ProgressSink` drawing one tqdm bar in rows."""
+
+    def __init__(self, **tqdm_kwargs: Any) -> None:
+        self._kwargs = tqdm_kwargs
+        self._bar: Any = None
+
+    def start(self, total_rows: int | None, description: str) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=total_rows, desc=description, unit="rows", unit_scale=True, **self._kwargs
+        )
+
+    def advance(self, result: ChunkResult) -> None:
+        if self._bar is not None:
+            self._bar.update(result.rows)
+            if result.failed:
+                self._bar.set_postfix_str(f"chunk {result.index} failed", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

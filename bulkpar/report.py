@@ -1,0 +1,226 @@
+"""What a chunk did (:class:`ChunkResult`) and what a run did (:class:`Report`).
+
+Both are plain data: workers return ChunkResults across the process
+boundary, the runner folds them into a Report, and the CLI renders it. The
+counts always reconcile: every selected or input row is written, unchanged,
+skipped, rejected, or lies in a failed or not-attempted chunk.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Row counters a chunk and a report both carry.
+COUNTERS = ("matched", "written", "unchanged", "skipped", "created", "updated", "rejected")
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """The outcome of one chunk, as returned by a worker.
+
+    A chunk is the unit of commit: when ``error`` is set its transaction was
+    rolled back and none of its counters describe committed rows.
+
+    Attributes:
+        index: position of the chunk in the plan (0-based).
+        label: what the chunk covered, for humans (``"pk (1000, 2000]"``).
+        rows: rows the chunk held (selected or read), committed or not.
+        matched: rows selected inside the chunk's range when it ran.
+        written: rows changed in the database.
+        unchanged: rows selected but not written because nothing changed.
+        skipped: rows the transform declined (returned False) or conflicts skipped.
+        seconds: wall time of the chunk inside the worker.
+        phases: seconds per phase (``load``, ``transform``, ``write``).
+        retries: transient failures retried before the final outcome.
+        error: ``"ExceptionClass: message"`` when the chunk failed.
+        traceback: the worker-side traceback when the chunk failed.
+        row: the key of the row that raised, when one row can be blamed.
+        worker: process id of the worker that ran the chunk.
+    """
+
+    index: int
+    label: str
+    rows: int = 0
+    matched: int = 0
+    written: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    retries: int = 0
+    error: str | None = None
+    traceback: str | None = None
+    row: Any = None
+    worker: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when the chunk's transaction was rolled back."""
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class ChunkError:
+    """A failed chunk as the report lists it."""
+
+    chunk: int
+    label: str
+    error: str
+    traceback: str | None
+    row: Any = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a bulkpar run did, returned by every API call and rendered by the CLI.
+
+    Attributes:
+        operation: ``"update"``, ``"create"``, ``"upsert"`` or ``"save"``.
+        model: ``app_label.ModelName``.
+        database: the database alias written to.
+        vendor: the database vendor (``postgresql``, ``mysql``, ``sqlite``).
+        method: the writer used (``"sql"``, ``"bulk_update"``, …).
+        matched: rows selected (updates) when the run was planned.
+        written, unchanged, skipped, created, updated, rejected: committed row counts.
+        failed_rows: rows inside chunks that failed and were rolled back.
+        chunks: chunks completed successfully.
+        failed_chunks: chunks rolled back.
+        planned_chunks: chunks started (completed + failed).
+        workers, executor, start_method: how the work was run.
+        seconds: wall seconds of the whole run, pool start-up included.
+        startup_seconds: seconds spent starting the worker pool.
+        rows_per_second: rows processed per wall second.
+        chunk_seconds: per-chunk latency ``{"p50", "p95", "max"}``.
+        phase_seconds: total worker seconds per phase.
+        retries: transient errors retried.
+        interrupted: the run was stopped by the user before finishing.
+        errors: the failed chunks, with worker tracebacks.
+        notes: things the user should know about this run (e.g. SQLite serialises writers).
+    """
+
+    operation: str
+    model: str
+    database: str = "default"
+    vendor: str = ""
+    method: str = ""
+    matched: int = 0
+    written: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    failed_rows: int = 0
+    chunks: int = 0
+    failed_chunks: int = 0
+    planned_chunks: int = 0
+    workers: int = 1
+    executor: str = "process"
+    start_method: str | None = None
+    seconds: float = 0.0
+    startup_seconds: float = 0.0
+    rows_per_second: float = 0.0
+    chunk_seconds: dict[str, float] = field(default_factory=dict)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    retries: int = 0
+    interrupted: bool = False
+    errors: tuple[ChunkError, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every planned chunk committed and the run was not interrupted."""
+        return self.failed_chunks == 0 and not self.interrupted
+
+    @property
+    def not_attempted(self) -> int:
+        """Selected rows that no chunk reached (after an abort or interrupt)."""
+        done = self.written + self.unchanged + self.skipped + self.failed_rows
+        return max(self.matched - done, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (the CLI's ``--json`` output)."""
+        data = asdict(self)
+        data["errors"] = [asdict(e) for e in self.errors]
+        data["notes"] = list(self.notes)
+        data["ok"] = self.ok
+        data["not_attempted"] = self.not_attempted
+        return data
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and max of chunk latencies (zeros when there are none)."""
+    if not seconds:
+        return {"p50": 0.0, "p95": 0.0, "max": 0.0}
+    ordered = sorted(seconds)
+    if len(ordered) == 1:
+        only = round(ordered[0], 6)
+        return {"p50": only, "p95": only, "max": only}
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {
+        "p50": round(cuts[49], 6),
+        "p95": round(cuts[94], 6),
+        "max": round(ordered[-1], 6),
+    }
+
+
+def build_report(
+    results: Iterable[ChunkResult],
+    *,
+    operation: str,
+    model: str,
+    seconds: float,
+    matched: int | None = None,
+    **context: Any,
+) -> Report:
+    """Fold chunk results into a :class:`Report`.
+
+    Args:
+        results: every chunk result the run received.
+        operation, model: what ran on what.
+        seconds: wall time of the run.
+        matched: rows selected at planning time; defaults to the rows the
+            chunks saw.
+        **context: the remaining Report fields (workers, executor, notes …).
+    """
+    done = [r for r in results]
+    ok = [r for r in done if not r.failed]
+    bad = [r for r in done if r.failed]
+    totals = {name: sum(getattr(r, name) for r in ok) for name in COUNTERS}
+    failed_rows = sum(r.rows for r in bad)
+    if matched is None:
+        matched = totals["matched"] + failed_rows
+    processed = sum(totals[n] for n in ("written", "unchanged", "skipped"))
+    phases: dict[str, float] = {}
+    for result in done:
+        for phase, value in result.phases.items():
+            phases[phase] = round(phases.get(phase, 0.0) + value, 6)
+    totals.pop("matched")
+    return Report(
+        operation=operation,
+        model=model,
+        matched=matched,
+        failed_rows=failed_rows,
+        chunks=len(ok),
+        failed_chunks=len(bad),
+        planned_chunks=len(done),
+        seconds=round(seconds, 6),
+        rows_per_second=round(processed / seconds, 1) if seconds > 0 else 0.0,
+        chunk_seconds=latency_summary([r.seconds for r in done]),
+        phase_seconds=phases,
+        retries=sum(r.retries for r in done),
+        errors=tuple(
+            ChunkError(
+                chunk=r.index, label=r.label, error=r.error or "", traceback=r.traceback, row=r.row
+            )
+            for r in sorted(bad, key=lambda r: r.index)
+        ),
+        **totals,
+        **context,
+    )

@@ -65,16 +65,18 @@ class SerialExecutor(Executor):
 def default_start_method() -> str:
     """The multiprocessing start method bulkpar uses unless told otherwise.
 
-    ``forkserver`` where the platform has it, else ``spawn``. Measured on a
-    2-core Linux machine (bench/startup.py): a pool of 2 workers is ready to
-    write after about 0.35 s with fork, 0.45 s with forkserver and 0.9 s with
-    spawn. Fork is the fastest but duplicates whatever the parent holds at that
-    moment — open database sockets, the progress display's refresh thread,
-    locks held by other threads — which is how forked children hang or kill
-    the parent's connection. forkserver forks from a clean, single-threaded
-    server process that has pre-imported Django and bulkpar, so it costs
-    little more than fork and is as safe as spawn. It is also Python 3.14's
-    default on Linux.
+    ``forkserver`` where the platform has it, else ``spawn``. Measured on the
+    2-core Linux development machine (``python bench/startup.py --workers 2``,
+    median of 5, from interpreter start until both workers have run
+    ``django.setup()``): fork 0.20 s, forkserver 0.47 s, spawn 0.66 s. Fork is
+    the fastest but duplicates whatever the parent holds at that moment — open
+    database sockets, the progress display's refresh thread, locks held by
+    other threads — which is how forked children hang or break the parent's
+    connection (and why Python 3.14 no longer defaults to it on Linux).
+    forkserver forks every worker from a clean, single-threaded server process
+    that has pre-imported Django and bulkpar: a quarter of a second once per
+    run buys safety under every condition. ``--start-method fork`` remains
+    available for very short jobs.
     """
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"

@@ -1,0 +1,1 @@
+"""Minimal Django project used by the bulkpar test suite."""

@@ -1,0 +1,1 @@
+"""Test models covering the awkward cases bulkpar has to handle."""

@@ -1,0 +1,145 @@
+"""Models covering the awkward cases for parallel bulk writes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import models
+
+
+class Person(models.Model):
+    """The main workhorse model: unique field, nullable field, auto_now fields."""
+
+    username = models.CharField(max_length=150, unique=True)
+    email = models.CharField(max_length=254, blank=True, default="")
+    score = models.IntegerField(default=0)
+    active = models.BooleanField(default=True)
+    nickname = models.CharField(max_length=50, null=True, blank=True)
+    created_on = models.DateTimeField(auto_now_add=True)
+    updated_on = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class Author(models.Model):
+    """Target of Article's foreign key."""
+
+    name = models.CharField(max_length=100, unique=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Article(models.Model):
+    """FK, tz-aware datetime, date, decimal, JSON and a column renamed by db_column."""
+
+    author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="articles")
+    title = models.CharField(max_length=200)
+    slug = models.CharField(max_length=200, unique=True)
+    published_at = models.DateTimeField(null=True)
+    published_on = models.DateField(null=True)
+    rating = models.DecimalField(max_digits=6, decimal_places=2, null=True)
+    meta = models.JSONField(default=dict)
+    word_count = models.IntegerField(default=0, db_column="wc")
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Product(models.Model):
+    """Custom string primary key."""
+
+    sku = models.CharField(max_length=32, primary_key=True)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    stock = models.IntegerField(default=0)
+    data = models.JSONField(null=True)
+
+    def __str__(self) -> str:
+        return self.sku
+
+
+class Token(models.Model):
+    """UUID primary key with a Python-side default."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    label = models.CharField(max_length=100)
+    used = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Item(models.Model):
+    """Integer auto primary key with a non-default name."""
+
+    item_no = models.AutoField(primary_key=True)
+    name = models.CharField(max_length=100)
+    qty = models.IntegerField(default=0)
+    weight = models.FloatField(null=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Event(models.Model):
+    """Natural key via unique_together, plus auto_now/auto_now_add fields."""
+
+    organization_id = models.IntegerField()
+    external_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    started = models.DateTimeField(null=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        unique_together = [("organization_id", "external_id")]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}/{self.external_id}"
+
+
+class Signalled(models.Model):
+    """Model with an overridden save() and a post_save receiver (see signals.py)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    value = models.IntegerField(default=0)
+    derived = models.CharField(max_length=100, blank=True, default="")
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Derive ``derived`` from name and value, then save normally."""
+        self.derived = f"{self.name}:{self.value}"
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SaveLog(models.Model):
+    """One row per post_save call of Signalled, so other processes' saves are visible."""
+
+    model_name = models.CharField(max_length=100)
+    object_pk = models.CharField(max_length=100)
+    created = models.BooleanField()
+    at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.model_name}:{self.object_pk} created={self.created}"
+
+
+class Place(models.Model):
+    """Parent of a multi-table inheritance pair."""
+
+    name = models.CharField(max_length=100)
+    city = models.CharField(max_length=100, default="")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Restaurant(Place):
+    """Multi-table inheritance child of Place (fields spread over two tables)."""
+
+    serves_pizza = models.BooleanField(default=False)
+    seats = models.IntegerField(default=0)

@@ -1,0 +1,62 @@
+"""Transform functions for ``--func testproject.testapp.transforms:NAME``.
+
+Each receives one model instance and mutates it in place. Returning ``False``
+means "leave this row unchanged". Model imports are for type checking only so
+that this module can be imported before ``django.setup()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Item, Person, Product, Token
+
+
+def bump_score(obj: Person) -> None:
+    """Add one to ``score``."""
+    obj.score += 1
+
+
+def lowercase_email(obj: Person) -> None:
+    """Lowercase ``email`` (rows already lowercase are unchanged)."""
+    obj.email = obj.email.lower()
+
+
+def noop(obj: Person) -> None:
+    """Change nothing."""
+
+
+def skip_odd(obj: Person) -> bool | None:
+    """Leave rows with an odd pk alone; set ``score`` to 100 on the others."""
+    if obj.pk % 2:
+        return False
+    obj.score = 100
+    return None
+
+
+def fail_on_user_13(obj: Person) -> None:
+    """Raise for ``user13``; bump ``score`` on every other row."""
+    if obj.username == "user13":
+        raise ValueError("bad row user13")
+    obj.score += 1
+
+
+not_callable = 42
+"""A module attribute that is not callable (for error-path tests)."""
+
+
+def bump_qty(obj: Item) -> None:
+    """Add one to ``Item.qty``."""
+    obj.qty += 1
+
+
+def rename_product(obj: Product) -> None:
+    """Mark a Product's ``data`` as renamed and add one to ``stock``."""
+    obj.data = {**(obj.data or {}), "renamed": True}
+    obj.stock += 1
+
+
+def use_token(obj: Token) -> None:
+    """Mark a Token as used."""
+    obj.used = True

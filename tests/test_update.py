@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from testproject.testapp.models import Article, Author, Item, Person, Product, Restaurant, Token
@@ -16,6 +17,7 @@ import bulkpar
 from bulkpar.operations.update import plan_pk_ranges
 
 T = "testproject.testapp.transforms"
+# people() gives row i the pk i + 1 and the score i: a bumped row has score == pk.
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -97,7 +99,7 @@ def test_set_issues_one_update_per_chunk(people):
     people(12)
     with CaptureQueriesContext(connection) as queries:
         bulkpar.update(Person, set={"score": 0}, chunk=4, executor="serial")
-    updates = [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+    updates = [q for q in queries.captured_queries if q["sql"].lstrip().startswith("UPDATE")]
     assert len(updates) == 3
 
 
@@ -123,7 +125,11 @@ def test_typed_filters_select_the_right_rows(people):
     report = bulkpar.update(qs, set={"nickname": "picked"}, chunk=3, workers=2)
     assert report.written == 5  # 30, 32, 34, 36, 38
     assert sorted(Person.objects.filter(nickname="picked").values_list("score", flat=True)) == [
-        30, 32, 34, 36, 38,
+        30,
+        32,
+        34,
+        36,
+        38,
     ]
 
 
@@ -145,15 +151,9 @@ def test_failing_row_rolls_back_its_chunk_and_others_commit(people):
     error = report.errors[0]
     assert error.chunk == 1 and "bad row user13" in error.error and error.row == 14
     assert "ValueError" in (error.traceback or "")
-    bumped = set(Person.objects.filter(score=models_f_score_plus_one()).values_list("pk", flat=True))
-    assert bumped == set(range(1, 11))  # only chunk 0 committed
+    bumped = Person.objects.filter(score=F("id")).values_list("pk", flat=True)
+    assert set(bumped) == set(range(1, 11))  # only chunk 0 committed
     assert report.written == 10 and report.failed_rows == 10 and report.not_attempted == 20
-
-
-def models_f_score_plus_one():
-    from django.db.models import F
-
-    return F("id")  # score == i + 1 == pk after a bump
 
 
 def test_on_error_skip_goes_on_after_a_failed_chunk(people):
@@ -163,7 +163,7 @@ def test_on_error_skip_goes_on_after_a_failed_chunk(people):
     )
     assert report.failed_chunks == 1 and report.chunks == 3
     assert report.written == 30 and report.failed_rows == 10
-    assert Person.objects.filter(score=models_f_score_plus_one()).count() == 30
+    assert Person.objects.filter(score=F("id")).count() == 30
 
 
 def test_spawn_start_method(people):
@@ -172,7 +172,7 @@ def test_spawn_start_method(people):
         Person, func=f"{T}:bump_score", chunk=10, workers=2, start_method="spawn"
     )
     assert report.ok and report.start_method == "spawn" and report.written == 30
-    assert Person.objects.filter(score=models_f_score_plus_one()).count() == 30
+    assert Person.objects.filter(score=F("id")).count() == 30
 
 
 @pytest.mark.parametrize("executor", ["thread", "serial"])

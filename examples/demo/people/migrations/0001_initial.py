@@ -4,22 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Person',
+            name="Person",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('username', models.CharField(max_length=150, unique=True)),
-                ('email', models.CharField(max_length=254)),
-                ('score', models.IntegerField(default=0)),
-                ('active', models.BooleanField(default=True)),
-                ('updated_on', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("username", models.CharField(max_length=150, unique=True)),
+                ("email", models.CharField(max_length=254)),
+                ("score", models.IntegerField(default=0)),
+                ("active", models.BooleanField(default=True)),
+                ("updated_on", models.DateTimeField(auto_now=True)),
             ],
         ),
     ]

@@ -144,3 +144,18 @@ def test_every_command_has_help(run_cli):
 def test_python_dash_m_and_version(run_cli):
     result = run_cli("--version")
     assert result.returncode == 0 and "bulkpar" in result.stdout
+
+
+def test_manage_py_command(people, run_cli):
+    import subprocess
+    import sys
+
+    people(12)
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "bulkpar", "update", "--model", "testapp.Person",
+         "--set", "nickname=m", "--workers", "2", "--chunk", "5", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["written"] == 12
+    assert Person.objects.filter(nickname="m").count() == 12

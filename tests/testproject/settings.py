@@ -37,6 +37,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "testproject.testapp",
+    "bulkpar",
 ]
 
 #: Which database server the tests run against: "sqlite", "postgres" or "mysql".

@@ -16,7 +16,7 @@ from bulkpar.job import EXECUTORS, RunOptions, Target
 from bulkpar.lookups import get_concrete_field
 from bulkpar.operations.update import UpdateJob
 from bulkpar.report import Report
-from bulkpar.runner import ProgressSink, cpu_count, run
+from bulkpar.runner import Plan, ProgressSink, cpu_count, run
 
 
 def _as_queryset(source: Any) -> Any:
@@ -180,7 +180,9 @@ def update(
         touch=touch,
         lock=lock,
     )
-    return run(job, options, _target(options, alias), progress=_progress_sink(progress))
+    matched = job.total_rows()
+    plan = Plan(chunks=job.plan(), total=matched, matched=matched)
+    return run(job, plan, options, _target(options, alias), progress=_progress_sink(progress))
 
 
 def _progress_sink(progress: bool | ProgressSink) -> ProgressSink | None:

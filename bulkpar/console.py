@@ -11,12 +11,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
@@ -25,12 +23,29 @@ from rich.text import Text
 from bulkpar.report import ChunkResult, Report
 
 
-class RowsPerSecondColumn(ProgressColumn):
-    """Rows per second, from rich's own speed estimate."""
+class CountColumn(ProgressColumn):
+    """``12,000/50,000 rows``, or ``3.1/12.0 MB`` of an input file."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        if speed is None:
+        total = "?" if task.total is None else None
+        if task.fields.get("unit") == "bytes":
+            done = f"{task.completed / 1e6:,.1f}"
+            size = total or f"{(task.total or 0) / 1e6:,.1f}"
+            return Text(f"{done}/{size} MB", style="progress.download")
+        size = total or f"{int(task.total or 0):,}"
+        return Text(f"{int(task.completed):,}/{size} rows", style="progress.download")
+
+
+class RowsPerSecondColumn(ProgressColumn):
+    """Rows per second (for file inputs: rows written so far over elapsed time)."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            elapsed = task.elapsed or 0.0
+            speed = task.fields.get("rows", 0) / elapsed if elapsed else None
+        else:
+            speed = task.finished_speed or task.speed
+        if not speed:
             return Text("- rows/s", style="progress.data.speed")
         return Text(f"{speed:,.0f} rows/s", style="progress.data.speed")
 
@@ -41,29 +56,38 @@ class RichProgress:
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("rows"),
+            BarColumn(bar_width=24),
+            CountColumn(),
             RowsPerSecondColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TimeElapsedColumn(),
             TextColumn("{task.fields[status]}"),
             console=console,
             transient=False,
         )
         self._task: Any = None
         self._failed = 0
+        self._rows = 0
+        self._unit = "rows"
 
-    def start(self, total_rows: int | None, description: str) -> None:
+    def start(self, total: int | None, description: str, unit: str) -> None:
+        self._unit = unit
         self._progress.start()
-        self._task = self._progress.add_task(description, total=total_rows, status="")
+        self._task = self._progress.add_task(description, total=total, status="", unit=unit, rows=0)
 
-    def advance(self, result: ChunkResult) -> None:
+    def advance(self, result: ChunkResult, position: int | None) -> None:
+        self._rows += result.rows
         if result.failed:
             self._failed += 1
-        status = f"[red]{self._failed} chunk(s) failed" if self._failed else ""
-        self._progress.update(self._task, advance=result.rows, status=status)
+        status = f"{self._rows:,} rows" if self._unit == "bytes" else ""
+        if self._failed:
+            status += f" [red]{self._failed} chunk(s) failed"
+        if self._unit == "bytes":
+            if position is not None:
+                self._progress.update(self._task, completed=position)
+            self._progress.update(self._task, status=status, rows=self._rows)
+        else:
+            self._progress.update(self._task, advance=result.rows, status=status)
 
     def close(self) -> None:
         self._progress.stop()

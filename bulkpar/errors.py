@@ -39,6 +39,10 @@ class FunctionImportError(UsageError):
     """A ``module:callable`` reference cannot be imported or is not callable."""
 
 
+class InputError(BulkparError):
+    """An input file cannot be read or is not in the format it claims."""
+
+
 class DatabaseUnreachableError(BulkparError):
     """The database named by the job cannot be connected to."""
 

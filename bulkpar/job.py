@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -63,6 +63,8 @@ class RunOptions:
         on_error: ``abort`` stops scheduling after a failed chunk;
             ``skip`` records it and goes on.
         in_flight_per_worker: chunks queued per worker; bounds memory.
+        rejects: JSON Lines file that receives rejected records.
+        max_rejects: stop scheduling once more records than this are rejected.
     """
 
     workers: int = 1
@@ -71,6 +73,8 @@ class RunOptions:
     retries: int = 5
     on_error: OnError = "abort"
     in_flight_per_worker: int = 2
+    rejects: str | None = None
+    max_rejects: int | None = None
 
 
 class Chunk(Protocol):
@@ -83,7 +87,7 @@ class Chunk(Protocol):
 
 
 class Job(Protocol):
-    """An operation's description: planned in the parent, executed in workers."""
+    """An operation's description, executed chunk by chunk in workers."""
 
     operation: str
     model: str
@@ -91,10 +95,6 @@ class Job(Protocol):
 
     @property
     def method(self) -> str: ...
-
-    def total_rows(self) -> int | None: ...
-
-    def plan(self) -> Iterator[Any]: ...
 
     def chunk_rows(self, chunk: Any) -> int: ...
 

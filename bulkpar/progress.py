@@ -18,17 +18,26 @@ class TqdmProgress:
     def __init__(self, **tqdm_kwargs: Any) -> None:
         self._kwargs = tqdm_kwargs
         self._bar: Any = None
+        self._unit = "rows"
 
-    def start(self, total_rows: int | None, description: str) -> None:
+    def start(self, total: int | None, description: str, unit: str) -> None:
         from tqdm.auto import tqdm
 
+        self._unit = unit
         self._bar = tqdm(
-            total=total_rows, desc=description, unit="rows", unit_scale=True, **self._kwargs
+            total=total,
+            desc=description,
+            unit="B" if unit == "bytes" else "rows",
+            unit_scale=True,
+            **self._kwargs,
         )
 
-    def advance(self, result: ChunkResult) -> None:
+    def advance(self, result: ChunkResult, position: int | None) -> None:
         if self._bar is not None:
-            self._bar.update(result.rows)
+            if self._unit == "bytes" and position is not None:
+                self._bar.update(position - self._bar.n)
+            else:
+                self._bar.update(result.rows)
             if result.failed:
                 self._bar.set_postfix_str(f"chunk {result.index} failed", refresh=False)
 

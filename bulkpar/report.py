@@ -14,7 +14,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Row counters a chunk and a report both carry.
-COUNTERS = ("matched", "written", "unchanged", "skipped", "created", "updated", "rejected")
+COUNTERS = (
+    "matched",
+    "written",
+    "unchanged",
+    "skipped",
+    "created",
+    "updated",
+    "rejected",
+    "duplicates",
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,10 @@ class ChunkResult:
         written: rows changed in the database.
         unchanged: rows selected but not written because nothing changed.
         skipped: rows the transform declined (returned False) or conflicts skipped.
+        created, updated: rows inserted, and existing rows changed (loads).
+        rejected: input records that could not be converted (see ``rejects``).
+        duplicates: records superseded by a later record with the same key.
+        rejects: the rejected records (:class:`bulkpar.conversion.Reject`).
         seconds: wall time of the chunk inside the worker.
         phases: seconds per phase (``load``, ``transform``, ``write``).
         retries: transient failures retried before the final outcome.
@@ -51,6 +64,8 @@ class ChunkResult:
     created: int = 0
     updated: int = 0
     rejected: int = 0
+    duplicates: int = 0
+    rejects: tuple[Any, ...] = ()
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     retries: int = 0
@@ -88,6 +103,8 @@ class Report:
         method: the writer used (``"sql"``, ``"bulk_update"``, …).
         matched: rows selected (updates) when the run was planned.
         written, unchanged, skipped, created, updated, rejected: committed row counts.
+        duplicates: input records superseded by a later one with the same key.
+        input_rows: records read from the input (loads; None for updates).
         failed_rows: rows inside chunks that failed and were rolled back.
         chunks: chunks completed successfully.
         failed_chunks: chunks rolled back.
@@ -100,6 +117,8 @@ class Report:
         phase_seconds: total worker seconds per phase.
         retries: transient errors retried.
         interrupted: the run was stopped by the user before finishing.
+        stopped: why the run stopped early on its own (e.g. too many rejects).
+        rejects_file: where rejected records were written.
         errors: the failed chunks, with worker tracebacks.
         notes: things the user should know about this run (e.g. SQLite serialises writers).
     """
@@ -116,6 +135,8 @@ class Report:
     created: int = 0
     updated: int = 0
     rejected: int = 0
+    duplicates: int = 0
+    input_rows: int | None = None
     failed_rows: int = 0
     chunks: int = 0
     failed_chunks: int = 0
@@ -130,19 +151,34 @@ class Report:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     retries: int = 0
     interrupted: bool = False
+    stopped: str | None = None
+    rejects_file: str | None = None
     errors: tuple[ChunkError, ...] = ()
     notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when every planned chunk committed and the run was not interrupted."""
-        return self.failed_chunks == 0 and not self.interrupted
+        """True when every chunk committed and the run neither stopped nor was interrupted."""
+        return self.failed_chunks == 0 and not self.interrupted and self.stopped is None
 
     @property
     def not_attempted(self) -> int:
         """Selected rows that no chunk reached (after an abort or interrupt)."""
+        if self.input_rows is not None:
+            return 0
         done = self.written + self.unchanged + self.skipped + self.failed_rows
         return max(self.matched - done, 0)
+
+    @property
+    def reconciles(self) -> bool:
+        """True when every input record is accounted for exactly once."""
+        if self.input_rows is None:
+            return True
+        accounted = (
+            self.created + self.updated + self.unchanged + self.skipped + self.rejected
+            + self.duplicates + self.failed_rows
+        )  # fmt: skip
+        return accounted == self.input_rows
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (the CLI's ``--json`` output)."""
@@ -151,6 +187,7 @@ class Report:
         data["notes"] = list(self.notes)
         data["ok"] = self.ok
         data["not_attempted"] = self.not_attempted
+        data["reconciles"] = self.reconciles
         return data
 
 
@@ -196,7 +233,7 @@ def build_report(
     failed_rows = sum(r.rows for r in bad)
     if matched is None:
         matched = totals["matched"] + failed_rows
-    processed = sum(totals[n] for n in ("written", "unchanged", "skipped"))
+    processed = sum(r.rows for r in ok)
     phases: dict[str, float] = {}
     for result in done:
         for phase, value in result.phases.items():

@@ -17,11 +17,12 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -31,11 +32,12 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
 
 from bulkpar import worker
 from bulkpar.django_setup import close_connections
-from bulkpar.errors import WorkerSetupError
+from bulkpar.errors import UsageError, WorkerSetupError
 from bulkpar.job import Job, RunOptions, Target
 from bulkpar.report import ChunkResult, Report, build_report
 
@@ -43,9 +45,9 @@ from bulkpar.report import ChunkResult, Report, build_report
 class ProgressSink(Protocol):
     """Receives progress as data; rendering is the caller's business."""
 
-    def start(self, total_rows: int | None, description: str) -> None: ...
+    def start(self, total: int | None, description: str, unit: str) -> None: ...
 
-    def advance(self, result: ChunkResult) -> None: ...
+    def advance(self, result: ChunkResult, position: int | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -127,20 +129,70 @@ def _warm_up(executor: Executor, workers: int) -> None:
             )
 
 
+@dataclass
+class Plan:
+    """The chunks to run, produced lazily, and how to measure progress through them.
+
+    Attributes:
+        chunks: chunk descriptors; consumed one at a time as workers free up.
+        total: the progress total (rows, or bytes of an input file), if known.
+        unit: ``"rows"`` or ``"bytes"``; with bytes a chunk's ``position``
+            (bytes read when it was cut) drives the bar.
+        matched: rows selected when the run was planned (updates).
+        counts_input: True for loads: the report counts records read.
+    """
+
+    chunks: Iterable[Any]
+    total: int | None = None
+    unit: str = "rows"
+    matched: int | None = None
+    counts_input: bool = False
+
+
+class RejectLog:
+    """Appends rejected records to a JSON Lines file as chunks report them."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+        if path is not None:
+            try:
+                self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot write the reject file {path!r}: {exc.strerror or exc}"
+                ) from None
+
+    def write(self, rejects: Iterable[Any]) -> None:
+        if self._file is None:
+            return
+        for reject in rejects:
+            record = {"line": reject.line, "row": reject.row, "field": reject.field,
+                      "error": reject.error}  # fmt: skip
+            self._file.write(json.dumps(record, default=str) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 def run(
     job: Job,
+    plan: Plan,
     options: RunOptions,
     target: Target,
     *,
     progress: ProgressSink | None = None,
     notes: tuple[str, ...] = (),
 ) -> Report:
-    """Run every chunk of ``job`` and return the report.
+    """Run every chunk of ``plan`` for ``job`` and return the report.
 
     Args:
-        job: the operation's frozen description (plans in the parent,
-            executes in workers).
-        options: workers, executor, start method, retries, error policy.
+        job: the operation's frozen description, executed in workers.
+        plan: the chunk descriptors (consumed lazily) and progress totals.
+        options: workers, executor, start method, retries, error policy,
+            reject file and limit.
         target: settings, import path and database alias for the workers.
         progress: optional sink for live progress.
         notes: remarks to carry into the report.
@@ -155,19 +207,19 @@ def run(
     vendor = connections[target.database].vendor
     workers = 1 if options.executor == "serial" else options.workers
     started = time.perf_counter()
-    total_rows = job.total_rows()
+    rejects = RejectLog(options.rejects)
     close_connections()
     executor, start_method = _make_executor(options, target)
-    results: list[ChunkResult] = []
-    interrupted = False
+    state = _RunState()
     try:
         if options.executor != "serial":
             _warm_up(executor, workers)
         startup = time.perf_counter() - started
         if progress is not None:
-            progress.start(total_rows, f"{job.operation} {job.model}")
-        interrupted = _schedule(job, options, executor, workers, results, progress)
+            progress.start(plan.total, f"{job.operation} {job.model}", plan.unit)
+        _schedule(job, plan, options, executor, workers, state, progress, rejects)
     finally:
+        rejects.close()
         if progress is not None:
             progress.close()
         executor.shutdown(wait=True, cancel_futures=True)
@@ -178,11 +230,12 @@ def run(
             "Python-side work, while writes are serialised.",
         )
     return build_report(
-        results,
+        state.results,
         operation=job.operation,
         model=job.model,
         seconds=time.perf_counter() - started,
-        matched=total_rows,
+        matched=plan.matched if plan.matched is not None else state.input_rows,
+        input_rows=state.input_rows if plan.counts_input else None,
         database=target.database,
         vendor=vendor,
         method=job.method,
@@ -190,42 +243,55 @@ def run(
         executor=options.executor,
         start_method=start_method,
         startup_seconds=round(startup, 6),
-        interrupted=interrupted,
+        interrupted=state.interrupted,
+        stopped=state.stopped,
+        rejects_file=options.rejects,
         notes=notes,
     )
 
 
+@dataclass
+class _RunState:
+    results: list[ChunkResult] = field(default_factory=list)
+    input_rows: int = 0
+    rejected: int = 0
+    interrupted: bool = False
+    stopped: str | None = None
+
+
 def _schedule(
     job: Job,
+    plan: Plan,
     options: RunOptions,
     executor: Executor,
     workers: int,
-    results: list[ChunkResult],
+    state: _RunState,
     progress: ProgressSink | None,
-) -> bool:
-    """Submit chunks with bounded look-ahead; returns True if interrupted."""
+    rejects: RejectLog,
+) -> None:
+    """Submit chunks with bounded look-ahead until the plan ends or the run stops."""
     close_after = options.executor == "thread"
     limit = max(1, workers * options.in_flight_per_worker)
-    plan: Iterator[Any] = job.plan()
+    chunks: Iterator[Any] = iter(plan.chunks)
     in_flight: dict[Future[ChunkResult], Any] = {}
     stopping = False
-    interrupted = False
     while True:
         try:
             while not stopping and len(in_flight) < limit:
-                chunk = next(plan, None)
+                chunk = next(chunks, None)
                 if chunk is None:
                     stopping = True
                     break
+                state.input_rows += getattr(chunk, "size", 0)
                 future = executor.submit(worker.run_chunk, job, chunk, options.retries, close_after)
                 in_flight[future] = chunk
             if not in_flight:
-                return interrupted
+                return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         except KeyboardInterrupt:
-            if interrupted:
+            if state.interrupted:
                 raise
-            interrupted = stopping = True
+            state.interrupted = stopping = True
             in_flight = {f: c for f, c in in_flight.items() if not f.cancel()}
             print(
                 "bulkpar: interrupted; letting chunks in flight finish "
@@ -234,12 +300,21 @@ def _schedule(
             )
             continue
         for future in done:
-            result = _result_of(future, in_flight.pop(future))
-            results.append(result)
+            chunk = in_flight.pop(future)
+            result = _result_of(future, chunk)
+            state.results.append(result)
+            rejects.write(result.rejects)
+            state.rejected += result.rejected
             if progress is not None:
-                progress.advance(result)
+                progress.advance(result, getattr(chunk, "position", None))
             if result.failed and (options.on_error == "abort" or result.worker is None):
                 stopping = True
+            if options.max_rejects is not None and state.rejected > options.max_rejects:
+                stopping = True
+                state.stopped = (
+                    f"more than {options.max_rejects} rows rejected (--max-rejects); "
+                    "fix the input and run again"
+                )
 
 
 def _result_of(future: Future[ChunkResult], chunk: Any) -> ChunkResult:

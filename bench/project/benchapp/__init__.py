@@ -1,0 +1,1 @@
+"""The benchmark app: one table shaped like a typical production table."""

@@ -1,0 +1,1 @@
+"""The Django project used only by the bulkpar benchmarks (``bench/run.py``)."""

@@ -11,6 +11,8 @@ must say* (:meth:`Approach.outcome`). Two kinds exist:
 * :class:`ScriptApproach` runs one of the functions in :data:`SCRIPTS` through
   ``python bench/run.py --child NAME``; the function does the whole job in
   that process and reports the rows it wrote and its phases as JSON.
+* :class:`PsqlApproach` runs one SQL statement through ``psql``: the
+  plain-SQL references.
 
 To add an approach (create/upsert, django-pgbulk, raw COPY …), write its
 script function or CLI arguments and add it in :func:`build_registry`.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -29,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from database import PROJECT_DIR, PROJECT_PATH_ARG, SETTINGS_MODULE, TABLE, Effect, connect
+from database import (
+    PROJECT_DIR,
+    PROJECT_PATH_ARG,
+    SETTINGS_MODULE,
+    TABLE,
+    Effect,
+    database_settings,
+)
 
 #: Rows per batch / chunk / transaction, for every approach that batches.
 CHUNK = 1000
@@ -83,6 +94,10 @@ class Approach(ABC):
     def outcome(self, stdout: str, rows: int) -> Outcome:
         """Read the program's output; ``rows`` is how many rows the table holds."""
 
+    def environment(self) -> dict[str, str]:
+        """Variables to add to the command's environment."""
+        return {}
+
 
 @dataclass(frozen=True)
 class CliApproach(Approach):
@@ -118,7 +133,7 @@ class CliApproach(Approach):
         seconds = float(report["seconds"])
         startup = float(report["startup_seconds"])
         phases = {
-            "count and pool start-up": startup,
+            "pool start-up": startup,
             "plan and chunks": seconds - startup,
             **{f"worker {k} (sum)": float(v) for k, v in report["phase_seconds"].items()},
         }
@@ -154,6 +169,63 @@ class ScriptApproach(Approach):
         if result["written"] != rows:
             error = f"the script says it wrote {result['written']} rows"
         return Outcome(float(result["seconds"]), result["phases"], {}, error)
+
+
+@dataclass(frozen=True)
+class PsqlApproach(Approach):
+    """One SQL statement through ``psql`` (autocommit: the statement is one transaction).
+
+    The plain-SQL references: ``psql`` starts in milliseconds, so the wall
+    time is close to what the server needs for the statement itself.
+
+    Attributes:
+        statement: an ``UPDATE``/``INSERT``/``DELETE`` whose row count must equal the rows.
+    """
+
+    statement: str = ""
+
+    def command(self) -> list[str]:
+        database = database_settings()
+        conninfo = " ".join(
+            f"{key}={database[setting]}"
+            for key, setting in (("host", "HOST"), ("port", "PORT"), ("user", "USER"))
+            if database.get(setting)
+        )
+        return [
+            psql_executable(),
+            "--no-psqlrc",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--dbname",
+            f"{conninfo} dbname={database['NAME']}",
+            "--command",
+            "\\timing on",
+            "--command",
+            self.statement,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        password = database_settings().get("PASSWORD")
+        return {"PGPASSWORD": password} if password else {}
+
+    def outcome(self, stdout: str, rows: int) -> Outcome:
+        counted = re.search(r"^(?:UPDATE|INSERT 0|DELETE) (\d+)$", stdout, re.MULTILINE)
+        timing = re.search(r"^Time: ([\d.]+) ms", stdout, re.MULTILINE)
+        if counted is None or timing is None:
+            raise ValueError("no row count or timing in psql's output")
+        seconds = float(timing.group(1)) / 1000
+        error = None
+        if int(counted.group(1)) != rows:
+            error = f"psql says {counted.group(1)} rows"
+        return Outcome(seconds, {"statement (psql \\timing)": seconds}, {}, error)
+
+
+def psql_executable() -> str:
+    """The ``psql`` client on ``PATH``."""
+    found = shutil.which("psql")
+    if found is None:
+        raise SystemExit("psql is not on PATH (the plain-SQL references run through it)")
+    return found
 
 
 def bulkpar_executable() -> str:
@@ -207,13 +279,13 @@ def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
             )
             for n in func_workers
         ),
-        ScriptApproach(
+        PsqlApproach(
             name="sql-update-func-equivalent",
             group="update",
             effect=bump,
-            description="one SQL UPDATE: SET score = score + 1, email = upper(email)",
+            description="psql: one UPDATE … SET score = score + 1, email = upper(email)",
             workers=None,
-            script="sql-update-func-equivalent",
+            statement=f"UPDATE {TABLE} SET score = score + 1, email = upper(email)",
         ),
         *(
             CliApproach(
@@ -226,13 +298,13 @@ def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
             )
             for n in pool_workers
         ),
-        ScriptApproach(
+        PsqlApproach(
             name="sql-update-set",
             group="update",
             effect=Effect.DEACTIVATE,
-            description="one SQL UPDATE: SET active = false",
+            description="psql: one UPDATE … SET active = false",
             workers=None,
-            script="sql-update-set",
+            statement=f"UPDATE {TABLE} SET active = false",
         ),
     ]
     return {a.name: a for a in approaches}
@@ -250,9 +322,8 @@ def _setup_django() -> None:
 
 
 def _write_batch(batch: list[Any]) -> int:
-    from django.db import transaction
-
     from benchapp.models import Row
+    from django.db import transaction
 
     with transaction.atomic():
         return int(Row.objects.bulk_update(batch, BUMP_FIELDS, batch_size=CHUNK))
@@ -300,10 +371,9 @@ def _blogpost_update_chunk(chunk: list[Any]) -> int:
 
 def blogpost_pool(workers: int | None, phases: dict[str, float]) -> int:
     """The blog-post recipe: load and bump everything in the parent, Pool.map the writes."""
-    from django.db import connections
-
     from benchapp.models import Row
     from benchapp.transforms import bump
+    from django.db import connections
 
     start = time.perf_counter()
     objs = list(Row.objects.all())
@@ -323,28 +393,6 @@ def blogpost_pool(workers: int | None, phases: dict[str, float]) -> int:
     return written
 
 
-def _one_sql_update(statement: str, phases: dict[str, float]) -> int:
-    start = time.perf_counter()
-    with connect() as conn:
-        connected = time.perf_counter()
-        rowcount = conn.execute(statement).rowcount
-        executed = time.perf_counter()
-    phases["connect"] = connected - start
-    phases["update"] = executed - connected
-    phases["commit"] = time.perf_counter() - executed
-    return rowcount
-
-
-def sql_update_set(workers: int | None, phases: dict[str, float]) -> int:
-    """The reference for ``--set``: one plain UPDATE in one transaction."""
-    return _one_sql_update(f"UPDATE {TABLE} SET active = false", phases)
-
-
-def sql_update_func_equivalent(workers: int | None, phases: dict[str, float]) -> int:
-    """The physical limit of the ``bump`` update: the same change as one SQL UPDATE."""
-    return _one_sql_update(f"UPDATE {TABLE} SET score = score + 1, email = upper(email)", phases)
-
-
 @dataclass(frozen=True)
 class Script:
     """A script approach's function and whether it needs Django set up first."""
@@ -357,8 +405,6 @@ class Script:
 SCRIPTS: dict[str, Script] = {
     "django-bulk_update-serial": Script(django_bulk_update_serial, django=True),
     "blogpost-pool": Script(blogpost_pool, django=True),
-    "sql-update-set": Script(sql_update_set, django=False),
-    "sql-update-func-equivalent": Script(sql_update_func_equivalent, django=False),
 }
 
 

@@ -59,8 +59,8 @@ def database_settings() -> dict[str, Any]:
         sys.path.insert(0, str(PROJECT_DIR))
     from benchproject import settings
 
-    database: dict[str, Any] = settings.DATABASES["default"]
-    if "postgresql" not in database.get("ENGINE", ""):
+    database: dict[str, Any] = dict(settings.DATABASES["default"])
+    if "postgresql" not in str(database.get("ENGINE", "")):
         raise SystemExit(
             f"bench/run.py needs PostgreSQL; BENCH_DATABASE_URL points to {database.get('ENGINE')}"
         )
@@ -127,12 +127,12 @@ def seed(conn: psycopg.Connection[Any], rows: int) -> State:
     columns = ["id", *SEED_EXPRESSIONS]
     values = ["i", *(_seed(c, "i") for c in SEED_EXPRESSIONS)]
     conn.execute(f"TRUNCATE {TABLE} RESTART IDENTITY")
+    # No query parameters: the seed expressions use % (modulo), and rows is an int.
     conn.execute(
         f"INSERT INTO {TABLE} ({', '.join(columns)}) "
-        f"SELECT {', '.join(values)} FROM generate_series(1, %s) AS i",
-        [rows],
+        f"SELECT {', '.join(values)} FROM generate_series(1, {int(rows)}) AS i"
     )
-    conn.execute(f"SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), %s)", [rows])
+    conn.execute(f"SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), {int(rows)})")
     conn.execute(f"VACUUM (ANALYZE) {TABLE}")
     conn.execute("CHECKPOINT")
     state = read_state(conn)

@@ -6,6 +6,7 @@ result; nothing here prints or imports a terminal library.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -193,3 +194,235 @@ def _progress_sink(progress: bool | ProgressSink) -> ProgressSink | None:
     if progress is False:
         return None
     return progress
+
+
+def _names(fields: Iterable[str] | str | None) -> list[str]:
+    if fields is None:
+        return []
+    if isinstance(fields, str):
+        fields = fields.split(",")
+    return [f.strip() for f in fields if f.strip()]
+
+
+def _field_names(model: Any, names: Iterable[str], option: str) -> tuple[str, ...]:
+    resolved = []
+    for name in names:
+        field = get_concrete_field(model, name, option=option, spec=name)
+        resolved.append(field.name)
+    return tuple(resolved)
+
+
+def _load(
+    operation: str,
+    model: Any,
+    rows: Any,
+    *,
+    unique: Iterable[str] | str | None,
+    update: Iterable[str] | str | None,
+    ignore_conflicts: bool,
+    format: str | None,
+    map: Mapping[str, str] | None,
+    const: Mapping[str, Any] | None,
+    ignore_unknown: bool,
+    chunk: int,
+    workers: int | None,
+    executor: str,
+    start_method: str | None,
+    database: str | None,
+    retries: int,
+    on_error: str,
+    rejects: str | None,
+    max_rejects: int | None,
+    progress: bool | ProgressSink,
+) -> Report:
+    import itertools
+
+    from django.db import models, router
+
+    from bulkpar.conversion import ColumnPlan, plan_columns
+    from bulkpar.operations.load import LoadJob, check_loadable, plan_batches, unique_field_sets
+    from bulkpar.sources import as_source
+
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise UsageError(f"expected a model class, got {model!r}")
+    check_loadable(model)
+    if chunk < 1:
+        raise UsageError(f"chunk must be at least 1 (got {chunk})")
+    if max_rejects is not None and max_rejects < 0:
+        raise UsageError(f"max_rejects must be 0 or more (got {max_rejects})")
+    options = _run_options(workers, executor, start_method, retries, on_error)
+    options = dataclasses.replace(options, rejects=rejects, max_rejects=max_rejects)
+    alias = database or router.db_for_write(model)
+    meta = model._meta
+
+    source = as_source(rows, format)
+    records = iter(source)
+    first = next(records, None)
+    if first is None:
+        columns = ColumnPlan()
+    else:
+        columns = plan_columns(
+            model, first.values.keys(), rename=map, consts=const,
+            ignore_unknown=ignore_unknown, source=source.name,
+        )  # fmt: skip
+    supplied = set(columns.supplied)
+
+    unique_names = _field_names(model, _names(unique), "--unique")
+    update_names: tuple[str, ...] = ()
+    if operation == "upsert":
+        if not unique_names:
+            raise UsageError("upsert needs --unique: the fields that identify a row")
+        covered = [s for s in unique_field_sets(model) if set(s) == set(unique_names)]
+        if not covered:
+            choices = " or ".join(f"--unique {','.join(s)}" for s in unique_field_sets(model))
+            raise UsageError(
+                f"no unique constraint of {meta.label} covers exactly "
+                f"({', '.join(unique_names)}); add unique=True or a UniqueConstraint "
+                f"(and migrate), or use {choices}"
+            )
+        missing = [n for n in unique_names if first is not None and n not in supplied]
+        if missing:
+            raise UsageError(
+                f"the input {source.name} has no column for unique field(s) "
+                f"{', '.join(missing)}; every record must give the key"
+            )
+        if update is None:
+            update_names = tuple(
+                n for n in columns.supplied if n not in unique_names and n != meta.pk.name
+            )
+        else:
+            update_names = _field_names(model, _names(update), "--update")
+            overlap = set(update_names) & set(unique_names)
+            if overlap:
+                raise UsageError(
+                    f"--update names unique field(s) {', '.join(sorted(overlap))}; "
+                    "a row's key cannot be overwritten"
+                )
+    sort: tuple[str, ...] = ()
+    if operation == "create":
+        sort = next((s for s in unique_field_sets(model) if set(s) <= supplied), ())
+    check_database(alias)
+    job = LoadJob(
+        operation=operation,
+        model=model_label(model),
+        database=alias,
+        columns=columns,
+        unique=unique_names,
+        update=update_names,
+        ignore_conflicts=ignore_conflicts,
+        sort=sort,
+        insert_pk=meta.pk.name in supplied,
+    )
+    stream = itertools.chain([first] if first is not None else [], records)
+    sized = len(rows) if hasattr(rows, "__len__") and not isinstance(rows, str) else None
+    plan = Plan(
+        chunks=plan_batches(stream, chunk, source.bytes_read),
+        total=source.total_bytes if source.total_bytes is not None else sized,
+        unit="bytes" if source.total_bytes is not None else "rows",
+        counts_input=True,
+    )
+    return run(job, plan, options, _target(options, alias), progress=_progress_sink(progress))
+
+
+def create(
+    model: Any,
+    rows: Any,
+    *,
+    ignore_conflicts: bool = False,
+    format: str | None = None,
+    map: Mapping[str, str] | None = None,
+    const: Mapping[str, Any] | None = None,
+    ignore_unknown: bool = False,
+    chunk: int = 1000,
+    workers: int | None = None,
+    executor: str = "process",
+    start_method: str | None = None,
+    database: str | None = None,
+    retries: int = 5,
+    on_error: str = "abort",
+    rejects: str | None = None,
+    max_rejects: int | None = None,
+    progress: bool | ProgressSink = False,
+) -> Report:
+    """Insert records into ``model`` in parallel chunks.
+
+    ``rows`` is a path (CSV, JSON Lines, JSON; ``.gz`` too), ``"-"`` for
+    stdin, or any iterable of dicts (a generator stays lazy). Each record is
+    converted with the model's fields; a record that cannot be converted is
+    rejected (counted, written to ``rejects``) and the rest of its chunk is
+    still written. Defaults, ``auto_now`` and ``auto_now_add`` are filled in
+    as Django would. Signals do not fire and ``save()`` is not called.
+
+    Args:
+        ignore_conflicts: skip records whose unique key already exists, and
+            count them (``report.skipped``), instead of failing the chunk.
+        format: ``csv``, ``jsonl`` or ``json`` (default: from the file name).
+        map: input column → field renames.
+        const: field → value set on every record.
+        ignore_unknown: drop input columns that match no field.
+        rejects: JSON Lines file for rejected records (line, row, field, error).
+        max_rejects: stop once more records than this are rejected.
+        chunk, workers, executor, start_method, database, retries, on_error,
+            progress: as for :func:`update`.
+
+    Returns:
+        The Report: ``input_rows == created + skipped + rejected + failed_rows``.
+    """
+    return _load(
+        "create", model, rows, unique=None, update=None, ignore_conflicts=ignore_conflicts,
+        format=format, map=map, const=const, ignore_unknown=ignore_unknown, chunk=chunk,
+        workers=workers, executor=executor, start_method=start_method, database=database,
+        retries=retries, on_error=on_error, rejects=rejects, max_rejects=max_rejects,
+        progress=progress,
+    )  # fmt: skip
+
+
+def upsert(
+    model: Any,
+    rows: Any,
+    *,
+    unique: Iterable[str] | str,
+    update: Iterable[str] | str | None = None,
+    format: str | None = None,
+    map: Mapping[str, str] | None = None,
+    const: Mapping[str, Any] | None = None,
+    ignore_unknown: bool = False,
+    chunk: int = 1000,
+    workers: int | None = None,
+    executor: str = "process",
+    start_method: str | None = None,
+    database: str | None = None,
+    retries: int = 5,
+    on_error: str = "abort",
+    rejects: str | None = None,
+    max_rejects: int | None = None,
+    progress: bool | ProgressSink = False,
+) -> Report:
+    """Update-or-create records in ``model`` (a bulk ``update_or_create``), in parallel.
+
+    Uses the database's own conflict handling (``INSERT … ON CONFLICT`` on
+    PostgreSQL and SQLite, ``INSERT … ON DUPLICATE KEY UPDATE`` on MariaDB),
+    so parallel workers and concurrent runs never raise IntegrityError or lose
+    an update. Existing rows whose values are already equal are not rewritten.
+    ``auto_now`` fields are refreshed on created and updated rows,
+    ``auto_now_add`` fields only set on created rows. Duplicate keys within a
+    chunk: the last record wins and the others are counted as duplicates.
+
+    Args:
+        unique: the fields identifying a row; a unique constraint must cover
+            exactly these fields (checked before any write).
+        update: the fields overwritten on existing rows (default: every field
+            the input supplies except the unique ones).
+        Others: as for :func:`create`.
+
+    Returns:
+        The Report with ``created``, ``updated``, ``unchanged``, ``rejected``
+        and ``duplicates``, which add up to ``input_rows``.
+    """
+    return _load(
+        "upsert", model, rows, unique=unique, update=update, ignore_conflicts=False,
+        format=format, map=map, const=const, ignore_unknown=ignore_unknown, chunk=chunk,
+        workers=workers, executor=executor, start_method=start_method, database=database,
+        retries=retries, on_error=on_error, rejects=rejects, max_rejects=max_rejects,
+        progress=progress,
+    )  # fmt: skip

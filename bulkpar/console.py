@@ -107,7 +107,18 @@ def render_report(report: Report, console: Console) -> None:
     table = Table(title=title, show_header=False, title_justify="left", box=None)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    rows: list[tuple[str, str]] = [("rows matched", _count(report.matched))]
+    if report.input_rows is not None:
+        rows: list[tuple[str, str]] = [("records read", _count(report.input_rows))]
+        rows += [
+            (f"rows {name}", _count(getattr(report, name)))
+            for name in ("created", "updated", "unchanged", "skipped")
+            if getattr(report, name) or name in ("created", "updated")
+        ]
+        rows.append(("records rejected", _count(report.rejected)))
+        if report.duplicates:
+            rows.append(("duplicate keys in input (last one won)", _count(report.duplicates)))
+    else:
+        rows = [("rows matched", _count(report.matched))]
     if report.operation == "update":
         rows += [
             ("rows written", _count(report.written)),
@@ -143,5 +154,16 @@ def render_report(report: Report, console: Console) -> None:
         console.print(f"[red]chunk {error.chunk} ({error.label}) failed:[/red] {error.error}")
         if error.traceback:
             console.print(Text(error.traceback.rstrip(), style="dim"))
+    if report.input_rows is not None:
+        parts = [
+            f"{name} {getattr(report, name):,}"
+            for name in ("created", "updated", "unchanged", "skipped", "rejected", "duplicates")
+        ] + [f"failed {report.failed_rows:,}"]
+        mark = "[green]✓[/green]" if report.reconciles else "[red]✗ does not add up[/red]"
+        console.print(f"records read {report.input_rows:,} = {' + '.join(parts)} {mark}")
+    if report.rejects_file and report.rejected:
+        console.print(f"rejected records written to {report.rejects_file}")
+    if report.stopped:
+        console.print(f"[red]stopped:[/red] {report.stopped}")
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

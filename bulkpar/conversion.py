@@ -45,20 +45,16 @@ class ColumnPlan:
     """How input keys map to fields (picklable; resolved once in the parent).
 
     Attributes:
-        columns: ``(input key, field name)`` pairs.
-        consts: ``(field name, raw value)`` set on every record.
+        rename: ``(input key, field name)`` pairs from ``--map``.
+        consts: ``(field name, raw value)`` set on every record (``--const``).
+        supplied: the fields the input supplies, from its header or first record.
         ignore_unknown: drop keys that map to no field instead of rejecting the record.
     """
 
-    columns: tuple[tuple[str, str], ...]
+    rename: tuple[tuple[str, str], ...] = ()
     consts: tuple[tuple[str, Any], ...] = ()
+    supplied: tuple[str, ...] = ()
     ignore_unknown: bool = False
-
-    @property
-    def field_names(self) -> tuple[str, ...]:
-        """Fields the input supplies (columns and constants)."""
-        names = [name for _, name in self.columns] + [name for name, _ in self.consts]
-        return tuple(dict.fromkeys(names))
 
 
 def _lookup_table(model: type[Any]) -> dict[str, Any]:
@@ -79,7 +75,7 @@ def plan_columns(
     ignore_unknown: bool = False,
     source: str = "input",
 ) -> ColumnPlan:
-    """Resolve the input's keys (CSV header or first record) to model fields.
+    """Check the input's keys (CSV header or first record) against the model's fields.
 
     Args:
         keys: the input's column names.
@@ -90,6 +86,7 @@ def plan_columns(
 
     Raises:
         FieldNotFoundError: a column or ``--map``/``--const`` target matches no field.
+        UsageError: two columns set the same field.
     """
     table = _lookup_table(model)
     rename = dict(rename or {})
@@ -100,11 +97,9 @@ def plan_columns(
                 f"--map {column}={target}: model {model._meta.label} has no field "
                 f"{target!r}{did_you_mean(target, names)}"
             )
-    columns: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
+    supplied: dict[str, str] = {}
     for key in keys:
-        target = rename.get(key, key)
-        field = table.get(target)
+        field = table.get(rename.get(key, key))
         if field is None:
             if ignore_unknown:
                 continue
@@ -113,13 +108,12 @@ def plan_columns(
                 f"{did_you_mean(key, names)}; rename it with --map {key}=FIELD "
                 "or pass --ignore-unknown"
             )
-        if field.name in seen:
+        if field.name in supplied:
             raise UsageError(
-                f"columns {seen[field.name]!r} and {key!r} of {source} both set field "
+                f"columns {supplied[field.name]!r} and {key!r} of {source} both set field "
                 f"{field.name!r}; drop one or --map it elsewhere"
             )
-        seen[field.name] = key
-        columns.append((key, field.name))
+        supplied[field.name] = key
     const_pairs: list[tuple[str, Any]] = []
     for name, value in (consts or {}).items():
         field = table.get(name)
@@ -129,7 +123,13 @@ def plan_columns(
                 f"{name!r}{did_you_mean(name, names)}"
             )
         const_pairs.append((field.name, value))
-    return ColumnPlan(tuple(columns), tuple(const_pairs), ignore_unknown)
+        supplied.setdefault(field.name, name)
+    return ColumnPlan(
+        rename=tuple(rename.items()),
+        consts=tuple(const_pairs),
+        supplied=tuple(supplied),
+        ignore_unknown=ignore_unknown,
+    )
 
 
 def required_fields(model: type[Any]) -> list[Any]:
@@ -165,7 +165,11 @@ class RowConverter:
         meta = model._meta
         self.model = model
         self.plan = plan
-        self.columns = {key: meta.get_field(name) for key, name in plan.columns}
+        table = _lookup_table(model)
+        renamed = dict(plan.rename)
+        self.columns = dict(table)
+        for key, target in renamed.items():
+            self.columns[key] = table[target]
         self.required = required_fields(model) if require else []
         self.consts: dict[str, Any] = {}
         for name, raw in plan.consts:
@@ -190,6 +194,8 @@ class RowConverter:
                 if self.plan.ignore_unknown:
                     continue
                 raise RowRejected(key, f"unexpected column {key!r}")
+            if field.attname in out:
+                raise RowRejected(key, f"field {field.name!r} is given twice")
             out[field.attname] = self.convert_value(field, raw)
         out.update(self.consts)
         for field in self.required:

@@ -37,7 +37,7 @@ from typing import IO, Any, Protocol
 
 from bulkpar import worker
 from bulkpar.django_setup import close_connections
-from bulkpar.errors import UsageError, WorkerSetupError
+from bulkpar.errors import BulkparError, UsageError, WorkerSetupError
 from bulkpar.job import Job, RunOptions, Target
 from bulkpar.report import ChunkResult, Report, build_report
 
@@ -278,7 +278,11 @@ def _schedule(
     while True:
         try:
             while not stopping and len(in_flight) < limit:
-                chunk = next(chunks, None)
+                try:
+                    chunk = next(chunks, None)
+                except BulkparError as exc:  # bad input mid-stream: stop, keep what committed
+                    state.stopped = str(exc)
+                    chunk = None
                 if chunk is None:
                     stopping = True
                     break

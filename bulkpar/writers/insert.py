@@ -1,0 +1,241 @@
+"""Native multi-row INSERT statements that report what they did.
+
+Django's ``bulk_create(ignore_conflicts=True)`` and
+``bulk_create(update_conflicts=True)`` cannot say how many rows were inserted,
+updated or left alone. These statements can, per backend:
+
+* PostgreSQL: ``INSERT … ON CONFLICT DO NOTHING`` (rowcount = inserted) and
+  ``INSERT … ON CONFLICT (key) DO UPDATE … WHERE (old) IS DISTINCT FROM (new)
+  RETURNING (xmax = 0)``: one row back per created (true) or updated (false)
+  row; rows whose values were already equal are not rewritten.
+* SQLite (3.35+): the same upsert with ``RETURNING``; created rows are told
+  from updated ones by counting the chunk's keys that existed before, which is
+  exact because SQLite writers hold the database's only write lock.
+* MariaDB/MySQL: ``INSERT IGNORE`` and ``INSERT … ON DUPLICATE KEY UPDATE``.
+  Django connects with CLIENT_FOUND_ROWS, so the rowcount is 1 per inserted or
+  unchanged row and 2 per updated row; the chunk's existing keys are counted
+  (and locked) first.
+
+Values are prepared with each field's own ``get_db_prep_save``, so custom
+fields, JSON and timezone handling behave exactly as in Django. Statements are
+split to respect each backend's limit on query parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Rows per statement at most, whatever the parameter limit allows: keeps
+#: statements well inside MariaDB's max_allowed_packet and PostgreSQL's
+#: 65,535 bind parameters.
+MAX_ROWS_PER_STATEMENT = 2000
+MAX_PARAMS = 65535
+
+
+@dataclass(frozen=True)
+class InsertCounts:
+    """What an insert did to a batch of rows."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+
+
+class InsertWriter:
+    """Writes model instances with one of three conflict policies.
+
+    Args:
+        model: the model class.
+        connection: the Django connection to write with (inside a transaction).
+        fields: concrete fields to insert, in order.
+        unique: for upserts, the fields of the unique constraint that identifies a row.
+        update: for upserts, the fields overwritten on existing rows.
+        ignore_conflicts: skip rows that collide with an existing unique key.
+    """
+
+    def __init__(
+        self,
+        model: type[Any],
+        connection: Any,
+        fields: Sequence[Any],
+        *,
+        unique: Sequence[Any] = (),
+        update: Sequence[Any] = (),
+        ignore_conflicts: bool = False,
+    ) -> None:
+        self.model = model
+        self.connection = connection
+        self.fields = list(fields)
+        self.unique = list(unique)
+        self.update = list(update)
+        self.ignore_conflicts = ignore_conflicts
+        self.vendor = connection.vendor
+        quote = connection.ops.quote_name
+        self.table = quote(model._meta.db_table)
+        self.columns = ", ".join(quote(f.column) for f in self.fields)
+        self.row_placeholder = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+        self.auto_now = [f for f in self.fields if getattr(f, "auto_now", False)]
+        self.compared = [f for f in self.update if f not in self.auto_now]
+
+    # -- values ---------------------------------------------------------
+
+    def values(self, obj: Any) -> list[Any]:
+        """One row's database values, prepared by the fields themselves."""
+        connection = self.connection
+        return [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in self.fields]
+
+    def batches(self, objs: Sequence[Any]) -> Iterator[Sequence[Any]]:
+        """Split ``objs`` so every statement stays within the backend's parameter limit."""
+        per_row = max(len(self.fields), 1)
+        size = min(MAX_ROWS_PER_STATEMENT, MAX_PARAMS // per_row)
+        if self.vendor == "sqlite":
+            size = min(size, self.connection.ops.bulk_batch_size(self.fields, objs))
+        size = max(size, 1)
+        for start in range(0, len(objs), size):
+            yield objs[start : start + size]
+
+    def _insert_sql(self, count: int) -> str:
+        rows = ", ".join([self.row_placeholder] * count)
+        return f"INSERT INTO {self.table} ({self.columns}) VALUES {rows}"
+
+    # -- writing --------------------------------------------------------
+
+    def write(self, objs: Sequence[Any]) -> InsertCounts:
+        """Insert ``objs`` under this writer's conflict policy and count the outcome."""
+        if not objs:
+            return InsertCounts()
+        if self.unique and self.update:
+            return self._upsert(objs)
+        if self.unique:  # an upsert with nothing to overwrite: existing rows stay as they are
+            created = self._insert_ignore(objs)
+            return InsertCounts(created=created, unchanged=len(objs) - created)
+        if self.ignore_conflicts:
+            created = self._insert_ignore(objs)
+            return InsertCounts(created=created, skipped=len(objs) - created)
+        with self.connection.cursor() as cursor:
+            for batch in self.batches(objs):
+                cursor.execute(self._insert_sql(len(batch)), self._params(batch))
+        return InsertCounts(created=len(objs))
+
+    def _params(self, batch: Sequence[Any]) -> list[Any]:
+        params: list[Any] = []
+        for obj in batch:
+            params.extend(self.values(obj))
+        return params
+
+    def _insert_ignore(self, objs: Sequence[Any]) -> int:
+        created = 0
+        with self.connection.cursor() as cursor:
+            for batch in self.batches(objs):
+                sql = self._insert_sql(len(batch))
+                if self.vendor == "mysql":
+                    sql = sql.replace("INSERT INTO", "INSERT IGNORE INTO", 1)
+                else:
+                    sql += " ON CONFLICT DO NOTHING"
+                cursor.execute(sql, self._params(batch))
+                created += max(cursor.rowcount, 0)
+        return created
+
+    def _upsert(self, objs: Sequence[Any]) -> InsertCounts:
+        if self.vendor == "postgresql":
+            return self._upsert_postgres(objs)
+        if self.vendor == "sqlite":
+            return self._upsert_sqlite(objs)
+        if self.vendor == "mysql":
+            return self._upsert_mysql(objs)
+        from bulkpar.errors import UsageError
+
+        raise UsageError(f"upsert is not supported on the {self.vendor!r} backend")
+
+    def _quoted(self, fields: Sequence[Any]) -> list[str]:
+        quote = self.connection.ops.quote_name
+        return [quote(f.column) for f in fields]
+
+    def _upsert_postgres(self, objs: Sequence[Any]) -> InsertCounts:
+        unique = ", ".join(self._quoted(self.unique))
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self._quoted(self.update))
+        old = ", ".join(f"t.{c}" for c in self._quoted(self.compared))
+        new = ", ".join(f"EXCLUDED.{c}" for c in self._quoted(self.compared))
+        # ROW() keeps a one-column comparison a row comparison.
+        where = f" WHERE ROW({old}) IS DISTINCT FROM ROW({new})" if self.compared else ""
+        created = updated = 0
+        with self.connection.cursor() as cursor:
+            for batch in self.batches(objs):
+                rows = ", ".join([self.row_placeholder] * len(batch))
+                sql = (
+                    f"INSERT INTO {self.table} AS t ({self.columns}) VALUES {rows} "
+                    f"ON CONFLICT ({unique}) DO UPDATE SET {sets}{where} RETURNING (xmax = 0)"
+                )
+                cursor.execute(sql, self._params(batch))
+                for (inserted,) in cursor.fetchall():
+                    if inserted:
+                        created += 1
+                    else:
+                        updated += 1
+        return InsertCounts(created, updated, len(objs) - created - updated)
+
+    def _count_existing(self, cursor: Any, batch: Sequence[Any], *, lock: bool) -> int:
+        """How many of ``batch``'s unique keys are already in the table."""
+        columns = self._quoted(self.unique)
+        keys: list[Any] = []
+        for obj in batch:
+            keys.extend(
+                f.get_db_prep_save(getattr(obj, f.attname), self.connection) for f in self.unique
+            )
+        if len(columns) == 1:
+            condition = f"{columns[0]} IN ({', '.join(['%s'] * len(batch))})"
+        else:
+            row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            values = ", ".join([row] * len(batch))
+            if self.vendor == "sqlite":
+                values = f"VALUES {values}"
+            condition = f"({', '.join(columns)}) IN ({values})"
+        suffix = " FOR UPDATE" if lock else ""
+        cursor.execute(f"SELECT COUNT(*) FROM {self.table} WHERE {condition}{suffix}", keys)
+        return int(cursor.fetchone()[0])
+
+    def _upsert_sqlite(self, objs: Sequence[Any]) -> InsertCounts:
+        unique = ", ".join(self._quoted(self.unique))
+        sets = ", ".join(f"{c} = excluded.{c}" for c in self._quoted(self.update))
+        differs = " OR ".join(
+            f"{self.table}.{c} IS NOT excluded.{c}" for c in self._quoted(self.compared)
+        )
+        where = f" WHERE {differs}" if differs else ""
+        created = updated = existing_total = 0
+        with self.connection.cursor() as cursor:
+            for batch in self.batches(objs):
+                existing = self._count_existing(cursor, batch, lock=False)
+                sql = (
+                    f"{self._insert_sql(len(batch))} ON CONFLICT ({unique}) "
+                    f"DO UPDATE SET {sets}{where} RETURNING 1"
+                )
+                cursor.execute(sql, self._params(batch))
+                returned = len(cursor.fetchall())
+                batch_created = len(batch) - existing
+                created += batch_created
+                updated += returned - batch_created
+                existing_total += existing
+        return InsertCounts(created, updated, existing_total - updated)
+
+    def _upsert_mysql(self, objs: Sequence[Any]) -> InsertCounts:
+        compared = self._quoted(self.compared)
+        same = " AND ".join(f"{c} <=> VALUES({c})" for c in compared) or "TRUE"
+        # Assignments run left to right and see earlier ones, so the auto_now
+        # columns are decided first, against the row's old values.
+        sets = [f"{c} = IF({same}, {c}, VALUES({c}))" for c in self._quoted(self.auto_now)]
+        sets += [f"{c} = VALUES({c})" for c in compared]
+        created = updated = existing_total = 0
+        with self.connection.cursor() as cursor:
+            for batch in self.batches(objs):
+                existing = self._count_existing(cursor, batch, lock=True)
+                sql = f"{self._insert_sql(len(batch))} ON DUPLICATE KEY UPDATE {', '.join(sets)}"
+                cursor.execute(sql, self._params(batch))
+                # CLIENT_FOUND_ROWS: 1 per inserted or unchanged row, 2 per updated row.
+                batch_updated = max(cursor.rowcount - len(batch), 0)
+                created += len(batch) - existing
+                updated += batch_updated
+                existing_total += existing
+        return InsertCounts(created, updated, existing_total - updated)

@@ -171,6 +171,11 @@ class RowConverter:
         for key, target in renamed.items():
             self.columns[key] = table[target]
         self.required = required_fields(model) if require else []
+        self.defaulted = {
+            f for f in meta.concrete_fields
+            if f.has_default() or getattr(f, "auto_now", False)
+            or getattr(f, "auto_now_add", False) or f.primary_key
+        }  # fmt: skip
         self.consts: dict[str, Any] = {}
         for name, raw in plan.consts:
             field = meta.get_field(name)
@@ -196,10 +201,13 @@ class RowConverter:
                 raise RowRejected(key, f"unexpected column {key!r}")
             if field.attname in out:
                 raise RowRejected(key, f"field {field.name!r} is given twice")
+            if _is_blank(field, raw) and not field.null and field in self.defaulted:
+                continue  # an empty cell means "not given": the default applies
             out[field.attname] = self.convert_value(field, raw)
         out.update(self.consts)
         for field in self.required:
-            if out.get(field.attname) is None:
+            value = out.get(field.attname)
+            if value is None or value == "":
                 raise RowRejected(field.name, f"missing required field {field.name!r}")
         return out
 
@@ -238,6 +246,13 @@ class RowConverter:
         except (TypeError, ValueError) as exc:
             raise RowRejected(field.name, f"invalid value {raw!r}: {exc}") from None
         return value
+
+
+def _is_blank(field: Any, raw: Any) -> bool:
+    if raw is None:
+        return True
+    target = field.target_field if field.is_relation else field
+    return raw == "" and not target.empty_strings_allowed
 
 
 def _json_value(raw: Any) -> Any:

@@ -14,9 +14,19 @@ from bulkpar.cli import cli
 T = "testproject.testapp.transforms"
 MODEL = ("--settings", "testproject.settings", "--model", "testapp.Person")
 JSON_KEYS = {
-    "operation", "model", "matched", "written", "unchanged", "failed_chunks", "chunks",
-    "workers", "seconds", "rows_per_second", "chunk_seconds", "errors",
-}  # fmt: skip
+    "operation",
+    "model",
+    "matched",
+    "written",
+    "unchanged",
+    "failed_chunks",
+    "chunks",
+    "workers",
+    "seconds",
+    "rows_per_second",
+    "chunk_seconds",
+    "errors",
+}
 
 
 def run_json(run_cli, *args, **kwargs):
@@ -28,9 +38,20 @@ def run_json(run_cli, *args, **kwargs):
 def test_set_through_the_cli(people, run_cli):
     people(40)
     result, report = run_json(
-        run_cli, "--filter", "active=true", "--filter", "score__gte=10", "--set", "nickname=vip",
-        "--set", "email=x@y.z", "--chunk", "6", "--workers", "2",
-    )  # fmt: skip
+        run_cli,
+        "--filter",
+        "active=true",
+        "--filter",
+        "score__gte=10",
+        "--set",
+        "nickname=vip",
+        "--set",
+        "email=x@y.z",
+        "--chunk",
+        "6",
+        "--workers",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     assert report.keys() >= JSON_KEYS
     assert report["operation"] == "update" and report["model"] == "testapp.Person"
@@ -55,9 +76,16 @@ def test_func_through_the_cli_with_a_human_report(people, run_cli):
 def test_exclude_and_typed_date_filter(people, run_cli):
     people(10)
     result, report = run_json(
-        run_cli, "--filter", "created_on__lt=2999-01-01", "--exclude", "score__in=1,2,3",
-        "--set", "active=false", "--workers", "1",
-    )  # fmt: skip
+        run_cli,
+        "--filter",
+        "created_on__lt=2999-01-01",
+        "--exclude",
+        "score__in=1,2,3",
+        "--set",
+        "active=false",
+        "--workers",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     # scores 0,4..9 are selected; of those 0,4,6,8 were active
     assert (report["matched"], report["written"], report["unchanged"]) == (7, 4, 3)
@@ -90,34 +118,72 @@ def test_failing_row_exits_non_zero_with_the_error_in_the_report(people, run_cli
 @pytest.mark.parametrize(
     ("args", "env", "code", "message"),
     [
-        (("--model", "testapp.Person", "--set", "score=1"), {"DJANGO_SETTINGS_MODULE": ""}, 1,
-         "no Django settings module given; pass --settings"),
-        (("--settings", "nosuch.settings", "--model", "testapp.Person", "--set", "score=1"), {}, 1,
-         "cannot import settings module 'nosuch.settings'"),
-        (("--settings", "testproject.settings", "--model", "testap.Person", "--set", "score=1"),
-         {}, 2, "did you mean 'testapp.Person'?"),
-        (("--settings", "testproject.settings", "--model", "testapp.Persn", "--set", "score=1"),
-         {}, 2, "unknown model 'testapp.Persn'; did you mean 'testapp.Person'?"),
-        ((*MODEL, "--filter", "scroe=1", "--set", "score=1"), {}, 2,
-         "unknown field 'scroe' in --filter 'scroe=1' for model testapp.Person; "
-         "did you mean 'score'?"),
+        (
+            ("--model", "testapp.Person", "--set", "score=1"),
+            {"DJANGO_SETTINGS_MODULE": ""},
+            1,
+            "no Django settings module given; pass --settings",
+        ),
+        (
+            ("--settings", "nosuch.settings", "--model", "testapp.Person", "--set", "score=1"),
+            {},
+            1,
+            "cannot import settings module 'nosuch.settings'",
+        ),
+        (
+            ("--settings", "testproject.settings", "--model", "testap.Person", "--set", "score=1"),
+            {},
+            2,
+            "did you mean 'testapp.Person'?",
+        ),
+        (
+            ("--settings", "testproject.settings", "--model", "testapp.Persn", "--set", "score=1"),
+            {},
+            2,
+            "unknown model 'testapp.Persn'; did you mean 'testapp.Person'?",
+        ),
+        (
+            (*MODEL, "--filter", "scroe=1", "--set", "score=1"),
+            {},
+            2,
+            "unknown field 'scroe' in --filter 'scroe=1' for model testapp.Person; "
+            "did you mean 'score'?",
+        ),
         ((*MODEL, "--set", "emial=x"), {}, 2, "unknown field 'emial' in --set 'emial=x'"),
-        ((*MODEL, "--func", f"{T}:bump_score", "--fields", "scor"), {}, 2,
-         "unknown field 'scor' in fields"),
+        (
+            (*MODEL, "--func", f"{T}:bump_score", "--fields", "scor"),
+            {},
+            2,
+            "unknown field 'scor' in fields",
+        ),
         ((*MODEL, "--set", "score=abc"), {}, 2, "invalid value 'abc' for --set 'score=abc'"),
-        ((*MODEL, "--func", "nosuchmodule:fn"), {}, 2,
-         "cannot import module 'nosuchmodule' for --func 'nosuchmodule:fn'"),
+        (
+            (*MODEL, "--func", "nosuchmodule:fn"),
+            {},
+            2,
+            "cannot import module 'nosuchmodule' for --func 'nosuchmodule:fn'",
+        ),
         ((*MODEL, "--func", f"{T}:bump_scor"), {}, 2, "did you mean 'bump_score'?"),
         ((*MODEL, "--func", f"{T}:not_callable"), {}, 2, "is not callable"),
-        ((*MODEL, "--set", "score=1", "--func", f"{T}:noop"), {}, 2,
-         "give either --set FIELD=VALUE or --func"),
+        (
+            (*MODEL, "--set", "score=1", "--func", f"{T}:noop"),
+            {},
+            2,
+            "give either --set FIELD=VALUE or --func",
+        ),
         ((*MODEL, "--set", "score=1", "--chunk", "0"), {}, 2, "Invalid value for '--chunk'"),
-        ((*MODEL, "--set", "score=1"),
-         {"BULKPAR_TEST_DB": "postgres", "BULKPAR_TEST_DB_HOST": "127.0.0.1",
-          "BULKPAR_TEST_DB_PORT": "9"}, 1,
-         "cannot connect to postgresql database"),
+        (
+            (*MODEL, "--set", "score=1"),
+            {
+                "BULKPAR_TEST_DB": "postgres",
+                "BULKPAR_TEST_DB_HOST": "127.0.0.1",
+                "BULKPAR_TEST_DB_PORT": "9",
+            },
+            1,
+            "cannot connect to postgresql database",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_are_one_clear_line(db, run_cli, args, env, code, message):
     result = run_cli("update", *args, env=env)
     assert result.returncode == code, result.stderr
@@ -127,8 +193,9 @@ def test_errors_are_one_clear_line(db, run_cli, args, env, code, message):
 
 
 def test_traceback_flag_shows_the_traceback(db, run_cli):
-    result = run_cli("update", "--settings", "nosuch.settings", "--model", "a.B", "--set", "x=1",
-                     "--traceback")  # fmt: skip
+    result = run_cli(
+        "update", "--settings", "nosuch.settings", "--model", "a.B", "--set", "x=1", "--traceback"
+    )
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ModuleNotFoundError" in result.stderr
 
@@ -152,10 +219,26 @@ def test_manage_py_command(people, run_cli):
 
     people(12)
     result = subprocess.run(
-        [sys.executable, "-m", "django", "bulkpar", "update", "--model", "testapp.Person",
-         "--set", "nickname=m", "--workers", "2", "--chunk", "5", "--json"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "bulkpar",
+            "update",
+            "--model",
+            "testapp.Person",
+            "--set",
+            "nickname=m",
+            "--workers",
+            "2",
+            "--chunk",
+            "5",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["written"] == 12
     assert Person.objects.filter(nickname="m").count() == 12

@@ -222,7 +222,11 @@ class InsertWriter:
 
     def _upsert_mysql(self, objs: Sequence[Any]) -> InsertCounts:
         compared = self._quoted(self.compared)
-        same = " AND ".join(f"{c} <=> VALUES({c})" for c in compared) or "TRUE"
+        # byte-wise: a case-insensitive collation would call 'abc' and 'ABC' equal
+        same = (
+            " AND ".join(f"CAST({c} AS BINARY) <=> CAST(VALUES({c}) AS BINARY)" for c in compared)
+            or "TRUE"
+        )
         # Assignments run left to right and see earlier ones, so the auto_now
         # columns are decided first, against the row's old values.
         sets = [f"{c} = IF({same}, {c}, VALUES({c}))" for c in self._quoted(self.auto_now)]

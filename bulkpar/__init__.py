@@ -12,10 +12,19 @@ each hold their own database connection (one transaction per chunk), and
 returns a :class:`~bulkpar.report.Report`.
 """
 
-from bulkpar.api import create, update, upsert
+from bulkpar.api import create, save, update, upsert
 from bulkpar.errors import BulkparError
 from bulkpar.report import ChunkResult, Report
 
 __version__ = "0.1.0"
 
-__all__ = ["BulkparError", "ChunkResult", "Report", "__version__", "create", "update", "upsert"]
+__all__ = [
+    "BulkparError",
+    "ChunkResult",
+    "Report",
+    "__version__",
+    "create",
+    "save",
+    "update",
+    "upsert",
+]

@@ -63,10 +63,10 @@ def _run_options(
     )
 
 
-def _target(options: RunOptions, database: str) -> Target:
+def _target(options: RunOptions, database: str, setup: str | None = None) -> Target:
     if options.executor == "process":
-        return Target.current(database)
-    return Target(settings="", pythonpath=(), database=database)
+        return Target.current(database, setup)
+    return Target(settings="", pythonpath=(), database=database, setup=setup)
 
 
 def _func_ref(func: Callable[..., Any] | str, options: RunOptions) -> Any:
@@ -426,3 +426,134 @@ def upsert(
         retries=retries, on_error=on_error, rejects=rejects, max_rejects=max_rejects,
         progress=progress,
     )  # fmt: skip
+
+
+def save(
+    source: Any,
+    rows: Any = None,
+    *,
+    func: Callable[[Any], Any] | str | None = None,
+    match: Iterable[str] | str | None = None,
+    fields: Iterable[str] | str | None = None,
+    setup: Callable[[], Any] | str | None = None,
+    transaction: str = "chunk",
+    format: str | None = None,
+    map: Mapping[str, str] | None = None,
+    const: Mapping[str, Any] | None = None,
+    ignore_unknown: bool = False,
+    chunk: int = 500,
+    workers: int | None = None,
+    executor: str = "process",
+    start_method: str | None = None,
+    database: str | None = None,
+    retries: int = 5,
+    rejects: str | None = None,
+    max_rejects: int | None = None,
+    progress: bool | ProgressSink = False,
+) -> Report:
+    """Call ``save()`` on every object, in parallel chunks, so signals and overrides run.
+
+    Two sources:
+
+    * ``rows`` given (a path, ``"-"`` or an iterable of dicts): each record
+      becomes an instance of ``source`` (a model class) and is saved. With
+      ``match``, the existing object with that key is loaded, updated and saved
+      instead (update_or_create semantics: ``post_save`` gets the right
+      ``created`` flag).
+    * ``rows`` omitted: every object of ``source`` (a model or queryset) is
+      loaded, passed to ``func`` (if any; returning False skips it) and saved,
+      with ``update_fields=fields`` when ``fields`` is given.
+
+    ``pre_save``/``post_save`` fire and ``save()`` overrides run exactly once
+    per committed object. There is deliberately no way to turn signals off:
+    :func:`create` and :func:`update` are the tools for signal-free writes.
+
+    Args:
+        setup: ``module:callable`` (or an importable function) run once in
+            every worker after ``django.setup()``; if it raises, the run stops
+            before any write.
+        transaction: ``"chunk"`` (default: one transaction per chunk; a failing
+            chunk is bisected so its good objects still commit) or ``"object"``
+            (every save commits alone).
+        rejects, max_rejects: objects whose save raised, with their traceback.
+        Others: as for :func:`update` and :func:`create`.
+
+    Returns:
+        The Report: ``saved`` (= ``written``), ``created``, ``updated``,
+        ``skipped``, ``rejected``.
+    """
+    import itertools
+
+    from django.db import models, router
+
+    from bulkpar.conversion import ColumnPlan, plan_columns
+    from bulkpar.operations.load import plan_batches, unique_field_sets
+    from bulkpar.operations.save import TRANSACTION_MODES, SaveJob
+    from bulkpar.sources import as_source
+
+    if transaction not in TRANSACTION_MODES:
+        raise UsageError(f"transaction must be 'chunk' or 'object' (got {transaction!r})")
+    if chunk < 1:
+        raise UsageError(f"chunk must be at least 1 (got {chunk})")
+    options = _run_options(workers, executor, start_method, retries, "abort")
+    options = dataclasses.replace(options, rejects=rejects, max_rejects=max_rejects)
+    setup_ref = _func_ref(setup, options) if setup is not None else None
+    if isinstance(setup_ref, str):
+        import_callable(setup_ref, what="--setup")
+
+    if rows is not None:
+        if not (isinstance(source, type) and issubclass(source, models.Model)):
+            raise UsageError("with rows, the first argument must be a model class")
+        if func is not None or fields:
+            raise UsageError("func and fields go with a queryset source, not with rows")
+        model = source
+        alias = database or router.db_for_write(model)
+        input_source = as_source(rows, format)
+        records = iter(input_source)
+        first = next(records, None)
+        columns = ColumnPlan()
+        if first is not None:
+            columns = plan_columns(
+                model, first.values.keys(), rename=map, consts=const,
+                ignore_unknown=ignore_unknown, source=input_source.name,
+            )  # fmt: skip
+        match_names = _field_names(model, _names(match), "--match")
+        if match_names and not any(set(s) == set(match_names) for s in unique_field_sets(model)):
+            raise UsageError(
+                f"--match {','.join(match_names)} is not covered by a unique constraint of "
+                f"{model._meta.label}, so it may find several objects; use one of: "
+                + " or ".join(",".join(s) for s in unique_field_sets(model))
+            )
+        job = SaveJob(
+            model=model_label(model), database=alias, columns=columns, match=match_names,
+            transaction=transaction,
+        )  # fmt: skip
+        stream = itertools.chain([first] if first is not None else [], records)
+        plan = Plan(
+            chunks=plan_batches(stream, chunk, input_source.bytes_read),
+            total=input_source.total_bytes,
+            unit="bytes" if input_source.total_bytes is not None else "rows",
+            counts_input=True,
+        )
+    else:
+        queryset = _as_queryset(source)
+        model = queryset.model
+        if match:
+            raise UsageError("match goes with rows (an input), not with a queryset")
+        alias = database or queryset._db or router.db_for_write(model)
+        update_fields = _field_names(model, _names(fields), "--fields")
+        job = SaveJob(
+            model=model_label(model),
+            database=alias,
+            query=pickle.dumps(queryset.order_by().query),
+            func=_func_ref(func, options) if func is not None else None,
+            fields=update_fields,
+            transaction=transaction,
+        )
+        update_job = UpdateJob(model=job.model, database=alias, query=job.query or b"", chunk=chunk)
+        matched = update_job.total_rows()
+        plan = Plan(chunks=update_job.plan(), total=matched, matched=matched)
+    check_database(alias)
+    return run(
+        job, plan, options, _target(options, alias, setup_ref), progress=_progress_sink(progress)
+    )

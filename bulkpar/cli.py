@@ -8,6 +8,7 @@ that knows about exit codes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -90,8 +91,12 @@ def project_options(func: F) -> F:
     return func
 
 
-def run_options(func: F) -> F:
+def run_options(chunk: int = 1000) -> Callable[[F], F]:
     """--chunk, --workers, --executor …: how to schedule the work, and how to show it."""
+    return functools.partial(_add_run_options, chunk=chunk)  # type: ignore[return-value]
+
+
+def _add_run_options(func: F, chunk: int) -> F:
     from bulkpar.job import EXECUTORS
     from bulkpar.runner import cpu_count
 
@@ -99,7 +104,7 @@ def run_options(func: F) -> F:
         click.option(
             "--chunk",
             type=click.IntRange(min=1),
-            default=1000,
+            default=chunk,
             show_default=True,
             help="Rows per chunk; a chunk is one transaction.",
         ),
@@ -182,6 +187,57 @@ def _split_names(value: str | None) -> list[str] | None:
     return names
 
 
+def input_options(required: bool) -> Callable[[F], F]:
+    """--input, --format, --map, --const …: what to read, and how it maps to fields."""
+    return functools.partial(_add_input_options, required=required)  # type: ignore[return-value]
+
+
+def _add_input_options(func: F, required: bool) -> F:
+    from bulkpar.sources import FORMATS
+
+    options = [
+        click.option("--input", "input_path", required=required, metavar="FILE",
+                     help="CSV, JSON Lines or JSON file (.gz too), or - for stdin."),
+        click.option("--format", "input_format", type=click.Choice(FORMATS),
+                     help="Input format (default: from the file name; required for stdin)."),
+        click.option("--map", "renames", multiple=True, metavar="COLUMN=FIELD",
+                     help="Read input column COLUMN into FIELD (repeatable)."),
+        click.option("--const", "consts", multiple=True, metavar="FIELD=VALUE",
+                     help="Set FIELD to VALUE on every record (repeatable)."),
+        click.option("--ignore-unknown", is_flag=True,
+                     help="Drop input columns that match no field instead of failing."),
+        click.option("--rejects", metavar="FILE",
+                     help="Write rejected records (with their error) to this JSON Lines file."),
+        click.option("--max-rejects", type=click.IntRange(min=0), metavar="N",
+                     help="Stop once more than N records are rejected."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def selection_options(func: F) -> F:
+    """--filter, --exclude: which rows of the model."""
+    options = [
+        click.option("--filter", "filters", multiple=True, metavar="LOOKUP=VALUE",
+                     help="Select rows, e.g. is_active=true or created__lt=2024-01-01 "
+                     "(repeatable)."),
+        click.option("--exclude", "excludes", multiple=True, metavar="LOOKUP=VALUE",
+                     help="Leave out rows matching this lookup (repeatable)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def model_option(func: F) -> F:
+    """--model APP.MODEL."""
+    return click.option(
+        "--model", "model_label", required=True, metavar="APP.MODEL",
+        help="The model, e.g. events.Event (case-insensitive).",
+    )(func)  # fmt: skip
+
+
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="bulkpar")
 def cli() -> None:
@@ -195,27 +251,8 @@ def cli() -> None:
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @project_options
-@click.option(
-    "--model",
-    "model_label",
-    required=True,
-    metavar="APP.MODEL",
-    help="The model to update, e.g. auth.User.",
-)
-@click.option(
-    "--filter",
-    "filters",
-    multiple=True,
-    metavar="LOOKUP=VALUE",
-    help="Select rows, e.g. is_active=true or created__lt=2024-01-01 (repeatable).",
-)
-@click.option(
-    "--exclude",
-    "excludes",
-    multiple=True,
-    metavar="LOOKUP=VALUE",
-    help="Leave out rows matching this lookup (repeatable).",
-)
+@model_option
+@selection_options
 @click.option(
     "--set",
     "assignments",
@@ -243,7 +280,7 @@ def cli() -> None:
 @click.option(
     "--lock", is_flag=True, help="With --func: SELECT ... FOR UPDATE each chunk's rows first."
 )
-@run_options
+@run_options()
 def update(
     settings: str | None,
     pythonpath: tuple[str, ...],
@@ -335,37 +372,18 @@ def demo(rows: int, workers: int, chunk: int, keep: bool, quiet: bool, traceback
         )
 
 
-def load_options(func: F) -> F:
-    """--model, --input, --format, --map, --const …: what to load, and from where."""
-    from bulkpar.sources import FORMATS
-
-    options = [
-        click.option("--model", "model_label", required=True, metavar="APP.MODEL",
-                     help="The model to write, e.g. events.Event."),
-        click.option("--input", "input_path", required=True, metavar="FILE",
-                     help="CSV, JSON Lines or JSON file (.gz too), or - for stdin."),
-        click.option("--format", "input_format", type=click.Choice(FORMATS),
-                     help="Input format (default: from the file name; required for stdin)."),
-        click.option("--map", "renames", multiple=True, metavar="COLUMN=FIELD",
-                     help="Read input column COLUMN into FIELD (repeatable)."),
-        click.option("--const", "consts", multiple=True, metavar="FIELD=VALUE",
-                     help="Set FIELD to VALUE on every record (repeatable)."),
-        click.option("--ignore-unknown", is_flag=True,
-                     help="Drop input columns that match no field instead of failing."),
-        click.option("--rejects", metavar="FILE",
-                     help="Write records that cannot be converted to this JSON Lines file."),
-        click.option("--max-rejects", type=click.IntRange(min=0), metavar="N",
-                     help="Stop once more than N records are rejected."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 def _pairs(specs: tuple[str, ...], option: str) -> dict[str, str]:
     from bulkpar.lookups import split_assignment
 
     return dict(split_assignment(spec, option) for spec in specs)
+
+
+def _check_input_path(path: str | None) -> None:
+    if path is not None and path != "-" and not os.path.exists(path):
+        raise UsageError(
+            f"input file {path!r} does not exist; "
+            "give a path to a CSV, JSON Lines or JSON file, or - for stdin"
+        )
 
 
 def _load_command(operation: str, params: dict[str, Any]) -> None:
@@ -375,11 +393,7 @@ def _load_command(operation: str, params: dict[str, Any]) -> None:
     from bulkpar.sources import FileSource
 
     with errors_as_click_exceptions(params["traceback"]):
-        if params["input_path"] != "-" and not os.path.exists(params["input_path"]):
-            raise UsageError(
-                f"input file {params['input_path']!r} does not exist; "
-                "give a path to a CSV, JSON Lines or JSON file, or - for stdin"
-            )
+        _check_input_path(params["input_path"])
         setup_django(params["settings"], params["pythonpath"])
         model = resolve_model(params["model_label"])
         common: dict[str, Any] = dict(
@@ -411,13 +425,14 @@ def _load_command(operation: str, params: dict[str, Any]) -> None:
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @project_options
-@load_options
+@model_option
+@input_options(required=True)
 @click.option(
     "--ignore-conflicts",
     is_flag=True,
     help="Skip records whose unique key already exists, and count them.",
 )
-@run_options
+@run_options()
 def create(**params: Any) -> None:
     """Insert records from a file or stdin, in parallel chunks.
 
@@ -435,7 +450,8 @@ def create(**params: Any) -> None:
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @project_options
-@load_options
+@model_option
+@input_options(required=True)
 @click.option(
     "--unique",
     required=True,
@@ -448,7 +464,7 @@ def create(**params: Any) -> None:
     help="Fields to overwrite on existing rows (default: every supplied field "
     "but the unique ones).",
 )
-@run_options
+@run_options()
 def upsert(**params: Any) -> None:
     """Update-or-create records from a file or stdin (bulk update_or_create).
 
@@ -465,6 +481,107 @@ def upsert(**params: Any) -> None:
     records, and they add up to the records read.
     """
     _load_command("upsert", params)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@project_options
+@model_option
+@input_options(required=False)
+@click.option(
+    "--match",
+    metavar="A,B",
+    help="With --input: update the existing object with this key instead of "
+    "creating one (a unique constraint must cover the fields).",
+)
+@selection_options
+@click.option(
+    "--func",
+    metavar="MODULE:CALLABLE",
+    help="Without --input: call this on each selected object before saving it "
+    "(return False to skip the object).",
+)
+@click.option(
+    "--fields", metavar="A,B", help="Without --input: save(update_fields=...) with these fields."
+)
+@click.option(
+    "--setup",
+    metavar="MODULE:CALLABLE",
+    help="Run once in every worker after django.setup() (warm caches, connect "
+    "clients); if it fails, nothing is written.",
+)
+@click.option(
+    "--transaction",
+    type=click.Choice(["chunk", "object"]),
+    default="chunk",
+    show_default=True,
+    help="chunk: one transaction per chunk, a failing chunk is bisected so its good "
+    "objects commit; object: every save commits alone.",
+)
+@run_options(chunk=500)
+def save(**params: Any) -> None:
+    """Call save() on every object, in parallel, so signals and save() overrides run.
+
+    \b
+    Examples:
+      bulkpar save --model app.User --input users.jsonl --workers 4 --chunk 500 \\
+          --setup myproject.bulk:warm_caches
+      bulkpar save --model app.Order --filter status=pending \\
+          --func billing.fixes:recompute_totals --workers 4
+
+    pre_save/post_save fire for every object exactly once. Signals cannot be
+    turned off here: 'bulkpar create' and 'bulkpar update' are the signal-free
+    bulk writes. An object whose save() or signal handler raises is rejected
+    (see --rejects) and the others are still saved.
+    """
+    from bulkpar import api
+    from bulkpar.django_setup import resolve_model, setup_django
+    from bulkpar.selection import select
+
+    with errors_as_click_exceptions(params["traceback"]):
+        has_input = params["input_path"] is not None
+        if has_input and (params["filters"] or params["excludes"] or params["func"]):
+            raise UsageError("--input cannot be combined with --filter/--exclude/--func")
+        if params["match"] and not has_input:
+            raise UsageError("--match goes with --input")
+        _check_input_path(params["input_path"])
+        setup_django(params["settings"], params["pythonpath"])
+        model = resolve_model(params["model_label"])
+        common: dict[str, Any] = dict(
+            setup=params["setup"],
+            transaction=params["transaction"],
+            chunk=params["chunk"],
+            workers=params["workers"],
+            executor=params["executor"],
+            start_method=params["start_method"],
+            database=params["database"],
+            retries=params["retries"],
+            rejects=params["rejects"],
+            max_rejects=params["max_rejects"],
+            progress=_progress_sink(params["quiet"]),
+        )
+        if has_input:
+            from bulkpar.sources import FileSource
+
+            report = api.save(
+                model,
+                FileSource(params["input_path"], params["input_format"]),
+                match=params["match"],
+                map=_pairs(params["renames"], "--map"),
+                const=_pairs(params["consts"], "--const"),
+                ignore_unknown=params["ignore_unknown"],
+                **common,
+            )
+        else:
+            queryset = select(
+                model,
+                filters=params["filters"],
+                excludes=params["excludes"],
+                database=params["database"],
+            )
+            report = api.save(
+                queryset, func=params["func"], fields=_split_names(params["fields"]), **common
+            )
+    _finish(report, params["as_json"])
 
 
 def main() -> None:

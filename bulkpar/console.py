@@ -107,8 +107,18 @@ def render_report(report: Report, console: Console) -> None:
     table = Table(title=title, show_header=False, title_justify="left", box=None)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    if report.input_rows is not None:
-        rows: list[tuple[str, str]] = [("records read", _count(report.input_rows))]
+    if report.operation == "save":
+        rows: list[tuple[str, str]] = [
+            ("records read" if report.input_rows is not None else "objects selected",
+             _count(report.input_rows if report.input_rows is not None else report.matched)),
+            ("objects saved", _count(report.written)),
+            ("  of which created / updated", f"{report.created:,} / {report.updated:,}"),
+            ("objects rejected", _count(report.rejected)),
+        ]  # fmt: skip
+        if report.skipped:
+            rows.append(("objects skipped by the function", _count(report.skipped)))
+    elif report.input_rows is not None:
+        rows = [("records read", _count(report.input_rows))]
         rows += [
             (f"rows {name}", _count(getattr(report, name)))
             for name in ("created", "updated", "unchanged", "skipped")
@@ -154,7 +164,7 @@ def render_report(report: Report, console: Console) -> None:
         console.print(f"[red]chunk {error.chunk} ({error.label}) failed:[/red] {error.error}")
         if error.traceback:
             console.print(Text(error.traceback.rstrip(), style="dim"))
-    if report.input_rows is not None:
+    if report.input_rows is not None and report.operation != "save":
         parts = [
             f"{name} {getattr(report, name):,}"
             for name in ("created", "updated", "unchanged", "skipped", "rejected", "duplicates")

@@ -32,12 +32,17 @@ class RowRejected(Exception):
 
 @dataclass(frozen=True)
 class Reject:
-    """A rejected input record, as written to the reject file."""
+    """A rejected record, as written to the reject file.
 
-    line: int
+    ``line`` is the record's line (or item) number in the input; None for
+    objects selected from the database, whose ``row`` holds their ``pk``.
+    """
+
+    line: int | None
     row: dict[str, Any]
     field: str | None
     error: str
+    traceback: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,19 @@ OnError = Literal["abort", "skip"]
 
 @dataclass(frozen=True)
 class Target:
-    """Where a worker finds the project: settings module, import path, database alias."""
+    """Where a worker finds the project: settings module, import path, database alias.
+
+    ``setup`` is an optional ``module:callable`` run once in every worker after
+    ``django.setup()`` (warming caches, connecting clients).
+    """
 
     settings: str
     pythonpath: tuple[str, ...]
     database: str
+    setup: str | None = None
 
     @classmethod
-    def current(cls, database: str) -> Target:
+    def current(cls, database: str, setup: str | None = None) -> Target:
         """The project this process has loaded, for workers to load too.
 
         Raises:
@@ -46,7 +51,12 @@ class Target:
                 "(settings.configure() cannot be repeated in a worker), or use "
                 "executor='thread' or 'serial'"
             )
-        return cls(settings=module, pythonpath=tuple(p for p in sys.path if p), database=database)
+        return cls(
+            settings=module,
+            pythonpath=tuple(p for p in sys.path if p),
+            database=database,
+            setup=setup,
+        )
 
 
 @dataclass(frozen=True)

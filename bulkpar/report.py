@@ -188,6 +188,8 @@ class Report:
         data["ok"] = self.ok
         data["not_attempted"] = self.not_attempted
         data["reconciles"] = self.reconciles
+        if self.operation == "save":
+            data["saved"] = self.written
         return data
 
 

@@ -87,8 +87,14 @@ def default_start_method() -> str:
 def _make_executor(options: RunOptions, target: Target) -> tuple[Executor, str | None]:
     if options.executor == "serial":
         worker.tune_connections(target.database)
+        try:
+            worker.run_setup(target.setup)
+        except Exception as exc:
+            raise WorkerSetupError(
+                f"--setup {target.setup} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         return SerialExecutor(), None
-    initargs = (target.settings, target.pythonpath, target.database)
+    initargs = (target.settings, target.pythonpath, target.database, target.setup)
     if options.executor == "thread":
         executor = ThreadPoolExecutor(
             max_workers=options.workers,
@@ -167,8 +173,14 @@ class RejectLog:
         if self._file is None:
             return
         for reject in rejects:
-            record = {"line": reject.line, "row": reject.row, "field": reject.field,
-                      "error": reject.error}  # fmt: skip
+            record = {
+                "line": reject.line,
+                "row": reject.row,
+                "field": reject.field,
+                "error": reject.error,
+            }
+            if reject.traceback:
+                record["traceback"] = reject.traceback
             self._file.write(json.dumps(record, default=str) + "\n")
         self._file.flush()
 

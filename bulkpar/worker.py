@@ -36,8 +36,10 @@ class WorkerInfo:
     error: str | None
 
 
-def init_worker(settings: str, pythonpath: tuple[str, ...], database: str) -> None:
-    """Pool initializer: load Django and tune the connection, once per process.
+def init_worker(
+    settings: str, pythonpath: tuple[str, ...], database: str, setup: str | None = None
+) -> None:
+    """Pool initializer: load Django, tune the connection, run the user's set-up.
 
     SIGINT is ignored in worker processes: on Ctrl-C the parent decides what
     happens (let in-flight chunks finish, then stop), so a chunk is never cut
@@ -53,11 +55,21 @@ def init_worker(settings: str, pythonpath: tuple[str, ...], database: str) -> No
         from bulkpar.django_setup import add_pythonpath, setup_django
 
         add_pythonpath([p for p in pythonpath if os.path.isdir(p)])
-        setup_django(settings)
+        if settings:
+            setup_django(settings)
         tune_connections(database)
+        run_setup(setup)
     except BaseException as exc:
         _setup_error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     _setup_seconds = time.perf_counter() - start
+
+
+def run_setup(setup: str | None) -> None:
+    """Run the user's per-worker set-up callable (``--setup module:callable``)."""
+    if setup:
+        from bulkpar.django_setup import import_callable
+
+        import_callable(setup, what="--setup")()
 
 
 def ping() -> WorkerInfo:

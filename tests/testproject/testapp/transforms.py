@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .models import Item, Person, Product, Token
+    from .models import Item, Person, Product, Signalled, Token
 
 
 def bump_score(obj: Person) -> None:
@@ -60,3 +60,22 @@ def rename_product(obj: Product) -> None:
 def use_token(obj: Token) -> None:
     """Mark a Token as used."""
     obj.used = True
+
+
+def bump_value(obj: Signalled) -> None:
+    """Add one to ``Signalled.value`` (its save() then re-derives ``derived``)."""
+    obj.value += 1
+
+
+def record_setup() -> None:
+    """A ``--setup`` callable: log one SaveLog row per worker process that runs it."""
+    import os
+
+    from .models import SaveLog
+
+    SaveLog.objects.create(model_name="setup", object_pk=str(os.getpid()), created=True)
+
+
+def failing_setup() -> None:
+    """A ``--setup`` callable that fails, as an unreachable cache server would."""
+    raise RuntimeError("cache server unreachable")

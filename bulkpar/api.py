@@ -93,6 +93,7 @@ def update(
     database: str | None = None,
     touch: bool = True,
     lock: bool = False,
+    method: str = "auto",
     retries: int = 5,
     on_error: str = "abort",
     progress: bool | ProgressSink = False,
@@ -128,6 +129,10 @@ def update(
         touch: refresh ``auto_now`` fields of written rows.
         lock: ``SELECT … FOR UPDATE`` each chunk's rows before ``func`` runs,
             so concurrent writers cannot change them in between.
+        method: how ``func``'s changes are written: ``auto`` (default: the
+            fastest for the backend), ``django`` (``bulk_update``), ``values``
+            (``UPDATE … FROM (VALUES …)``) or ``copy`` (PostgreSQL: COPY into a
+            temporary table, then ``UPDATE … FROM``).
         retries: retries of a chunk after transient errors (deadlock, lock
             timeout, dropped connection, SQLite busy).
         on_error: ``"abort"`` stops after a failed chunk; ``"skip"`` goes on.
@@ -180,10 +185,19 @@ def update(
         fields=field_names,
         touch=touch,
         lock=lock,
+        writer=_writer(method, alias, "update"),
     )
     matched = job.total_rows()
     plan = Plan(chunks=job.plan(), total=matched, matched=matched)
     return run(job, plan, options, _target(options, alias), progress=_progress_sink(progress))
+
+
+def _writer(method: str, alias: str, operation: str) -> str:
+    from django.db import connections
+
+    from bulkpar.writers import resolve_method
+
+    return resolve_method(method, connections[alias].vendor, operation)
 
 
 def _progress_sink(progress: bool | ProgressSink) -> ProgressSink | None:
@@ -224,6 +238,7 @@ def _load(
     map: Mapping[str, str] | None,
     const: Mapping[str, Any] | None,
     ignore_unknown: bool,
+    method: str,
     chunk: int,
     workers: int | None,
     executor: str,
@@ -312,6 +327,7 @@ def _load(
         ignore_conflicts=ignore_conflicts,
         sort=sort,
         insert_pk=meta.pk.name in supplied,
+        writer=_writer(method, alias, "create-ignore" if ignore_conflicts else operation),
     )
     stream = itertools.chain([first] if first is not None else [], records)
     sized = len(rows) if hasattr(rows, "__len__") and not isinstance(rows, str) else None
@@ -333,6 +349,7 @@ def create(
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
+    method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
     executor: str = "process",
@@ -360,6 +377,9 @@ def create(
         map: input column → field renames.
         const: field → value set on every record.
         ignore_unknown: drop input columns that match no field.
+        method: the writer: ``auto`` (default), ``values`` (multi-row INSERT),
+            ``copy`` (PostgreSQL COPY) or ``django`` (``bulk_create``, plain
+            creates only).
         rejects: JSON Lines file for rejected records (line, row, field, error).
         max_rejects: stop once more records than this are rejected.
         chunk, workers, executor, start_method, database, retries, on_error,
@@ -369,12 +389,28 @@ def create(
         The Report: ``input_rows == created + skipped + rejected + failed_rows``.
     """
     return _load(
-        "create", model, rows, unique=None, update=None, ignore_conflicts=ignore_conflicts,
-        format=format, map=map, const=const, ignore_unknown=ignore_unknown, chunk=chunk,
-        workers=workers, executor=executor, start_method=start_method, database=database,
-        retries=retries, on_error=on_error, rejects=rejects, max_rejects=max_rejects,
+        "create",
+        model,
+        rows,
+        unique=None,
+        update=None,
+        ignore_conflicts=ignore_conflicts,
+        format=format,
+        map=map,
+        const=const,
+        ignore_unknown=ignore_unknown,
+        method=method,
+        chunk=chunk,
+        workers=workers,
+        executor=executor,
+        start_method=start_method,
+        database=database,
+        retries=retries,
+        on_error=on_error,
+        rejects=rejects,
+        max_rejects=max_rejects,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 def upsert(
@@ -387,6 +423,7 @@ def upsert(
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
+    method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
     executor: str = "process",
@@ -420,12 +457,28 @@ def upsert(
         and ``duplicates``, which add up to ``input_rows``.
     """
     return _load(
-        "upsert", model, rows, unique=unique, update=update, ignore_conflicts=False,
-        format=format, map=map, const=const, ignore_unknown=ignore_unknown, chunk=chunk,
-        workers=workers, executor=executor, start_method=start_method, database=database,
-        retries=retries, on_error=on_error, rejects=rejects, max_rejects=max_rejects,
+        "upsert",
+        model,
+        rows,
+        unique=unique,
+        update=update,
+        ignore_conflicts=False,
+        format=format,
+        map=map,
+        const=const,
+        ignore_unknown=ignore_unknown,
+        method=method,
+        chunk=chunk,
+        workers=workers,
+        executor=executor,
+        start_method=start_method,
+        database=database,
+        retries=retries,
+        on_error=on_error,
+        rejects=rejects,
+        max_rejects=max_rejects,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 def save(

@@ -264,6 +264,23 @@ def db() -> Iterator[None]:
         connections.close_all()
 
 
+#: Writers every behavioural test runs with (``copy`` only exists on PostgreSQL).
+UPDATE_METHODS = ["django", "values"] + (["copy"] if TEST_DB_BACKEND == "postgres" else [])
+LOAD_METHODS = ["values"] + (["copy"] if TEST_DB_BACKEND == "postgres" else [])
+
+
+@pytest.fixture(params=UPDATE_METHODS)
+def update_method(request: pytest.FixtureRequest) -> str:
+    """Each writer of ``update --func`` available on this backend."""
+    return str(request.param)
+
+
+@pytest.fixture(params=LOAD_METHODS)
+def load_method(request: pytest.FixtureRequest) -> str:
+    """Each writer of ``create``/``upsert`` available on this backend."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def backend() -> str:
     """The Django vendor string of the database in use: sqlite, postgresql or mysql."""

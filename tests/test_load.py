@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import gzip
 import json
 import subprocess
@@ -43,6 +44,18 @@ def write_jsonl(path, rows, opener=open):
         for row in rows:
             f.write(json.dumps(row) + "\n")
     return path
+
+
+@pytest.fixture
+def create(load_method):
+    """bulkpar.create with each writer of this backend."""
+    return functools.partial(bulkpar.create, method=load_method)
+
+
+@pytest.fixture
+def upsert(load_method):
+    """bulkpar.upsert with each writer of this backend."""
+    return functools.partial(bulkpar.upsert, method=load_method)
 
 
 def events(n, org=1, name=None):
@@ -111,7 +124,7 @@ def test_create_from_stdin(db, run_cli):
     assert sorted(Item.objects.values_list("qty", "weight")) == [(i, i / 4) for i in range(12)]
 
 
-def test_every_field_type_is_converted(db, tmp_path):
+def test_every_field_type_is_converted(db, tmp_path, create):
     author = Author.objects.create(name="ann")
     rows = [
         {
@@ -135,7 +148,7 @@ def test_every_field_type_is_converted(db, tmp_path):
             "word_count": "0",
         },
     ]
-    report = bulkpar.create(Article, rows, workers=1, executor="serial")
+    report = create(Article, rows, workers=1, executor="serial")
     assert report.created == 2 and report.rejected == 0, report.errors
     first, second = Article.objects.order_by("slug")
     assert first.author_id == author.pk
@@ -148,30 +161,30 @@ def test_every_field_type_is_converted(db, tmp_path):
     assert second.published_on is None and second.rating is None and second.meta == []
 
     token_id = uuid.uuid4()
-    bulkpar.create(
+    create(
         Token,
         [{"id": str(token_id), "label": "x", "used": "yes"}, {"label": "y"}],
         executor="serial",
     )
     assert Token.objects.get(pk=token_id).used is True
     assert Token.objects.get(label="y").id != token_id  # default=uuid4 filled in
-    bulkpar.create(Product, [{"sku": "A-1", "price": 9.5, "data": None}], executor="serial")
+    create(Product, [{"sku": "A-1", "price": 9.5, "data": None}], executor="serial")
     assert Product.objects.get(pk="A-1").price == Decimal("9.50")
 
 
-def test_ignore_conflicts_counts_exactly(db):
+def test_ignore_conflicts_counts_exactly(db, create):
     Person.objects.bulk_create(Person(username=f"u{i}", score=-1) for i in range(0, 40, 2))
     rows = [{"username": f"u{i}", "score": i} for i in range(40)]
-    report = bulkpar.create(Person, rows, ignore_conflicts=True, chunk=9, workers=2)
+    report = create(Person, rows, ignore_conflicts=True, chunk=9, workers=2)
     assert (report.created, report.skipped, report.input_rows) == (20, 20, 40)
     assert report.reconciles and report.ok
     scores = dict(Person.objects.values_list("username", "score"))
     assert scores == {f"u{i}": (-1 if i % 2 == 0 else i) for i in range(40)}
 
 
-def test_create_without_ignore_conflicts_fails_the_chunk(db):
+def test_create_without_ignore_conflicts_fails_the_chunk(db, create):
     Person.objects.create(username="u3")
-    report = bulkpar.create(
+    report = create(
         Person, [{"username": f"u{i}"} for i in range(10)], chunk=5, workers=1, executor="serial"
     )
     assert not report.ok and report.failed_chunks == 1
@@ -180,7 +193,7 @@ def test_create_without_ignore_conflicts_fails_the_chunk(db):
     assert Person.objects.count() == 6  # u3 plus the committed chunk u5..u9
 
 
-def test_upsert_thirds_created_updated_unchanged_and_auto_now(db):
+def test_upsert_thirds_created_updated_unchanged_and_auto_now(db, upsert):
     long_ago = timezone.now() - datetime.timedelta(days=30)
     Event.objects.bulk_create(
         Event(organization_id=1, external_id=f"e{i}", name=f"n{i}") for i in range(20)
@@ -191,7 +204,7 @@ def test_upsert_thirds_created_updated_unchanged_and_auto_now(db):
         {"organization_id": 1, "external_id": f"e{i}", "name": f"n{i}" if i < 10 else f"N{i}"}
         for i in range(30)
     ]
-    report = bulkpar.upsert(Event, rows, unique="organization_id,external_id", chunk=7, workers=2)
+    report = upsert(Event, rows, unique="organization_id,external_id", chunk=7, workers=2)
     assert (report.created, report.updated, report.unchanged) == (10, 10, 10)
     assert report.input_rows == 30 and report.reconciles
     names = dict(Event.objects.values_list("external_id", "name"))
@@ -204,10 +217,10 @@ def test_upsert_thirds_created_updated_unchanged_and_auto_now(db):
     assert all(e.updated_at > long_ago and e.created_at > long_ago for e in created)
 
 
-def test_upsert_update_limits_the_overwritten_fields(db):
+def test_upsert_update_limits_the_overwritten_fields(db, upsert):
     Event.objects.create(organization_id=1, external_id="a", name="old")
     started = "2024-05-01T00:00:00Z"
-    report = bulkpar.upsert(
+    report = upsert(
         Event,
         [{"organization_id": 1, "external_id": "a", "name": "new", "started": started}],
         unique=["organization_id", "external_id"],
@@ -221,9 +234,9 @@ def test_upsert_update_limits_the_overwritten_fields(db):
     )
 
 
-def test_upsert_duplicates_in_input_last_one_wins(db):
+def test_upsert_duplicates_in_input_last_one_wins(db, upsert):
     rows = [*events(5), {"organization_id": 1, "external_id": "e2", "name": "last"}]
-    report = bulkpar.upsert(Event, rows, unique="organization_id,external_id", executor="serial")
+    report = upsert(Event, rows, unique="organization_id,external_id", executor="serial")
     assert (report.created, report.duplicates, report.input_rows) == (5, 1, 6)
     assert report.reconciles
     assert Event.objects.get(external_id="e2").name == "last"
@@ -239,9 +252,9 @@ def test_upsert_needs_a_unique_constraint_before_any_write(db):
     assert Event.objects.count() == 0
 
 
-def test_upsert_single_field_unique_key(db):
+def test_upsert_single_field_unique_key(db, upsert):
     Person.objects.create(username="a", score=1)
-    report = bulkpar.upsert(
+    report = upsert(
         Person,
         [{"username": "a", "score": 2}, {"username": "b", "score": 3}],
         unique="username",

@@ -35,9 +35,12 @@ def test_set_updates_selected_rows_and_counts_match(people, workers):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_func_updates_every_row_once(people, workers):
+def test_func_updates_every_row_once(people, workers, update_method):
     people(120)
-    report = bulkpar.update(Person, func=f"{T}:bump_score", chunk=25, workers=workers)
+    report = bulkpar.update(
+        Person, func=f"{T}:bump_score", chunk=25, workers=workers, method=update_method
+    )
+    assert report.method == update_method
     assert report.ok
     assert report.matched == report.written == 120
     assert report.chunks == 5
@@ -71,11 +74,13 @@ def test_no_touch_leaves_auto_now_alone(people):
     assert Person.objects.filter(updated_on=old).count() == 6
 
 
-def test_func_writes_only_rows_that_changed(people):
+def test_func_writes_only_rows_that_changed(people, update_method):
     people(20, email=lambda i: f"user{i}@example.com" if i % 4 else f"USER{i}@EXAMPLE.COM")
     old = timezone.now() - datetime.timedelta(days=3)
     Person.objects.update(updated_on=old)
-    report = bulkpar.update(Person, func=f"{T}:lowercase_email", chunk=6, workers=2)
+    report = bulkpar.update(
+        Person, func=f"{T}:lowercase_email", chunk=6, workers=2, method=update_method
+    )
     assert (report.written, report.unchanged) == (5, 15)
     assert all(e == e.lower() for e in Person.objects.values_list("email", flat=True))
     # rows that did not change were not rewritten: their auto_now value is as before
@@ -182,27 +187,31 @@ def test_other_executors(people, executor):
     assert report.ok and report.written == 25 and report.executor == executor
 
 
-def test_uuid_primary_keys(db):
+def test_uuid_primary_keys(db, update_method):
     Token.objects.bulk_create(Token(id=uuid.UUID(int=i * 7919), label=f"t{i}") for i in range(23))
-    report = bulkpar.update(Token, func=f"{T}:use_token", chunk=5, workers=2)
+    report = bulkpar.update(Token, func=f"{T}:use_token", chunk=5, workers=2, method=update_method)
     assert report.written == 23 and report.chunks == 5
     assert Token.objects.filter(used=True).count() == 23
 
 
-def test_string_primary_keys_and_json(db):
+def test_string_primary_keys_and_json(db, update_method):
     Product.objects.bulk_create(
         Product(sku=f"SKU-{i:03d}", price=Decimal("1.50"), data={"n": i}) for i in range(17)
     )
-    report = bulkpar.update(Product, func=f"{T}:rename_product", chunk=4, workers=2)
+    report = bulkpar.update(
+        Product, func=f"{T}:rename_product", chunk=4, workers=2, method=update_method
+    )
     assert report.written == 17
     for product in Product.objects.all():
         assert product.data == {"n": int(product.sku[-3:]), "renamed": True}
         assert product.stock == 1
 
 
-def test_custom_pk_name(db):
+def test_custom_pk_name(db, update_method):
     Item.objects.bulk_create(Item(name=f"i{i}") for i in range(11))
-    report = bulkpar.update(Item.objects.filter(item_no__gt=3), func=f"{T}:bump_qty", chunk=3)
+    report = bulkpar.update(
+        Item.objects.filter(item_no__gt=3), func=f"{T}:bump_qty", chunk=3, method=update_method
+    )
     assert report.written == 8
     assert sorted(Item.objects.values_list("item_no", "qty")) == [
         (n, 0 if n <= 3 else 1) for n in range(1, 12)
@@ -246,3 +255,52 @@ def test_plan_covers_every_row_once_with_one_probe_per_chunk(people):
         covered.extend(rows.values_list("pk", flat=True))
     assert sorted(covered) == sorted(Person.objects.values_list("pk", flat=True))
     assert len(covered) == len(set(covered)) == 19
+
+
+def test_every_column_type_through_each_writer(db, update_method):
+    author = Author.objects.create(name="a")
+    Article.objects.bulk_create(
+        Article(
+            author=author,
+            title=f"t{i}",
+            slug=f"s{i}",
+            rating=None if i % 2 else Decimal(i),
+            meta={"i": i},
+            word_count=i,
+        )
+        for i in range(9)
+    )
+    report = bulkpar.update(Article, func=f"{T}:rewrite_article", chunk=4, method=update_method)
+    assert report.written == 9 and report.ok
+    for article in Article.objects.all():
+        i = int(article.slug[1:])
+        assert article.title == f"T{i}" and article.word_count == i + 1000
+        assert article.published_at == datetime.datetime(2025, 6, 1, 12, tzinfo=datetime.UTC)
+        assert article.published_on == datetime.date(2025, 6, 1)
+        assert article.rating == (Decimal("9.75") if i % 2 else Decimal(i) + 1)
+        assert article.meta == {"i": i, "rewritten": True, "quote": 'it\'s "fine"'}
+
+
+def test_multi_table_inheritance_with_func(db, update_method):
+    for i in range(7):
+        Restaurant.objects.create(name=f"r{i}", seats=i, city="Oslo")
+    report = bulkpar.update(
+        Restaurant, func=f"{T}:relocate_restaurant", chunk=3, method=update_method
+    )
+    assert report.written == 7
+    assert sorted(Restaurant.objects.values_list("city", "seats")) == [
+        ("Rome", i + 1) for i in range(7)
+    ]
+
+
+def test_a_method_the_backend_cannot_run_is_a_clear_error(people, backend):
+    from bulkpar.errors import UsageError
+
+    people(2)
+    if backend != "postgresql":
+        with pytest.raises(UsageError, match="--method copy needs PostgreSQL"):
+            bulkpar.update(Person, func=f"{T}:bump_score", method="copy")
+    with pytest.raises(UsageError, match="unknown method 'fast'"):
+        bulkpar.update(Person, func=f"{T}:bump_score", method="fast")
+    with pytest.raises(UsageError, match="--method django cannot count"):
+        bulkpar.upsert(Person, [{"username": "user0"}], unique="username", method="django")

@@ -94,6 +94,7 @@ class LoadJob:
         ignore_conflicts: create: skip rows that collide with a unique key.
         sort: fields to sort each chunk by, so workers take locks in one order.
         insert_pk: whether the primary key column is supplied by the input.
+        writer: ``values``, ``copy`` or ``django`` (see :mod:`bulkpar.writers`).
     """
 
     operation: str
@@ -105,13 +106,12 @@ class LoadJob:
     ignore_conflicts: bool = False
     sort: tuple[str, ...] = ()
     insert_pk: bool = False
+    writer: str = "values"
 
     @property
     def method(self) -> str:
-        """The write statement used."""
-        if self.operation == "upsert":
-            return "insert-on-conflict-update" if self.update else "insert-on-conflict-ignore"
-        return "insert-ignore-conflicts" if self.ignore_conflicts else "insert"
+        """The writer used (see :mod:`bulkpar.writers`)."""
+        return self.writer
 
     def model_class(self) -> Any:
         from django.apps import apps
@@ -127,7 +127,7 @@ class LoadJob:
         """Convert the chunk's records, then write them in one transaction."""
         from django.db import connections
 
-        from bulkpar.writers.insert import InsertWriter
+        from bulkpar.writers import make_writer
 
         model = self.model_class()
         meta = model._meta
@@ -149,16 +149,15 @@ class LoadJob:
         phases["convert"] = converted - start
 
         fields = [f for f in meta.concrete_fields if self.insert_pk or f is not meta.pk]
-        writer = InsertWriter(
-            model,
-            connections[self.database],
-            fields,
-            unique=[meta.get_field(n) for n in self.unique],
-            update=[meta.get_field(n) for n in self.update] + self._auto_now(meta),
-            ignore_conflicts=self.ignore_conflicts,
-        )
+        writer = make_writer(self.writer, model, connections[self.database])
         with atomic():
-            counts = writer.write(objs)
+            counts = writer.insert(
+                objs,
+                fields,
+                unique=[meta.get_field(n) for n in self.unique],
+                update=[meta.get_field(n) for n in self.update] + self._auto_now(meta),
+                ignore_conflicts=self.ignore_conflicts,
+            )
         phases["write"] = time.perf_counter() - converted
         return {
             "rows": chunk.size,

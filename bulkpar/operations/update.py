@@ -94,6 +94,7 @@ class UpdateJob:
         fields: names of the fields the transform may change (all when empty).
         touch: refresh ``auto_now`` fields on written rows, as ``save()`` would.
         lock: ``SELECT … FOR UPDATE`` the chunk's rows before the transform.
+        writer: the writer of changed rows (see :mod:`bulkpar.writers`).
     """
 
     model: str
@@ -105,12 +106,13 @@ class UpdateJob:
     fields: tuple[str, ...] = ()
     touch: bool = True
     lock: bool = False
+    writer: str = "django"
     operation: str = "update"
 
     @property
     def method(self) -> str:
-        """The write path: ``sql`` (set) or ``bulk_update`` (func)."""
-        return "sql" if self.assignments else "bulk_update"
+        """The write path: ``sql`` (set) or the writer used for ``func``."""
+        return "sql" if self.assignments else self.writer
 
     def model_class(self) -> Any:
         from django.apps import apps
@@ -195,10 +197,13 @@ class UpdateJob:
     def _execute_func(
         self, chunk: PkRange, phases: dict[str, float], atomic: Callable[[], Any]
     ) -> dict[str, Any]:
+        from django.db import connections
+
         from bulkpar.django_setup import import_callable
+        from bulkpar.writers import make_writer
 
         assert self.func is not None
-        func = import_callable(self.func)
+        func = self.func if callable(self.func) else import_callable(self.func)
         model = self.model_class()
         meta = model._meta
         start = time.perf_counter()
@@ -245,8 +250,9 @@ class UpdateJob:
                     field.pre_save(obj, add=False)
                 if field.name not in fields:
                     fields.append(field.name)
+            writer = make_writer(self.writer, model, connections[self.database])
             with atomic():
-                model._base_manager.db_manager(self.database).bulk_update(changed_objs, fields)
+                writer.update(changed_objs, [meta.get_field(name) for name in fields])
         phases["write"] = time.perf_counter() - transformed
         return {
             "rows": len(objs),

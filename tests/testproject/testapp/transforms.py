@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .models import Item, Person, Product, Signalled, Token
+    from .models import Article, Item, Person, Product, Restaurant, Signalled, Token
 
 
 def bump_score(obj: Person) -> None:
@@ -79,3 +79,22 @@ def record_setup() -> None:
 def failing_setup() -> None:
     """A ``--setup`` callable that fails, as an unreachable cache server would."""
     raise RuntimeError("cache server unreachable")
+
+
+def rewrite_article(obj: Article) -> None:
+    """Change every awkward column of an Article: datetime, date, decimal, JSON, db_column."""
+    import datetime
+    from decimal import Decimal
+
+    obj.published_at = datetime.datetime(2025, 6, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    obj.published_on = datetime.date(2025, 6, 1)
+    obj.rating = Decimal("9.75") if obj.rating is None else obj.rating + 1
+    obj.meta = {**obj.meta, "rewritten": True, "quote": 'it\'s "fine"'}
+    obj.word_count += 1000
+    obj.title = obj.title.upper()
+
+
+def relocate_restaurant(obj: Restaurant) -> None:
+    """Change a parent-table field (city) and a child-table field (seats) of a Restaurant."""
+    obj.city = "Rome"
+    obj.seats += 1

@@ -1,4 +1,4 @@
-"""Native multi-row INSERT statements that report what they did.
+"""Multi-row ``VALUES`` statements that report what they did (the portable fast writer).
 
 Django's ``bulk_create(ignore_conflicts=True)`` and
 ``bulk_create(update_conflicts=True)`` cannot say how many rows were inserted,
@@ -44,27 +44,148 @@ class InsertCounts:
     skipped: int = 0
 
 
-class InsertWriter:
-    """Writes model instances with one of three conflict policies.
+class ValuesWriter:
+    """Multi-row ``VALUES`` statements on PostgreSQL, SQLite and MariaDB/MySQL.
 
-    Args:
-        model: the model class.
-        connection: the Django connection to write with (inside a transaction).
-        fields: concrete fields to insert, in order.
-        unique: for upserts, the fields of the unique constraint that identifies a row.
-        update: for upserts, the fields overwritten on existing rows.
-        ignore_conflicts: skip rows that collide with an existing unique key.
+    Use :meth:`insert` (plain, ignoring conflicts, or upserting) and
+    :meth:`update` (rows matched by primary key).
     """
+
+    name = "values"
+
+    def __init__(self, model: type[Any], connection: Any) -> None:
+        self.model = model
+        self.connection = connection
+        self.vendor = connection.vendor
+        self.table = connection.ops.quote_name(model._meta.db_table)
+
+    def insert(
+        self,
+        objs: Sequence[Any],
+        fields: Sequence[Any],
+        *,
+        unique: Sequence[Any] = (),
+        update: Sequence[Any] = (),
+        ignore_conflicts: bool = False,
+    ) -> InsertCounts:
+        """Insert ``objs``: plain, ignoring conflicts, or upserting on ``unique``.
+
+        Args:
+            fields: concrete fields to insert, in order.
+            unique: upserts: the fields of the unique constraint that identifies a row.
+            update: upserts: the fields overwritten on existing rows (``auto_now``
+                fields among them are refreshed only when another field changes).
+            ignore_conflicts: skip rows that collide with an existing unique key.
+        """
+        return _InsertStatement(
+            self.model, self.connection, fields, unique, update, ignore_conflicts
+        ).write(objs)
+
+    def update(self, objs: Sequence[Any], fields: Sequence[Any]) -> int:
+        """Write ``fields`` of ``objs``, matched by primary key; returns rows updated.
+
+        PostgreSQL and SQLite (3.33+): ``UPDATE t SET f = v.f FROM (VALUES …) v
+        WHERE t.pk = v.pk``; MariaDB/MySQL: ``UPDATE t JOIN (SELECT … UNION ALL
+        SELECT …) v ON t.pk = v.pk SET t.f = v.f``.
+        """
+        if not objs:
+            return 0
+        updated = 0
+        for model, table_fields in fields_by_table(self.model, fields):
+            updated = max(updated, self._update_table(model, objs, table_fields))
+        return updated
+
+    def _update_table(self, model: Any, objs: Sequence[Any], fields: Sequence[Any]) -> int:
+        connection = self.connection
+        quote = connection.ops.quote_name
+        table = quote(model._meta.db_table)
+        pk = model._meta.pk
+        columns = [pk, *fields]
+        names = [f"c{i}" for i in range(len(columns))]
+        size = _rows_per_statement(connection, columns, objs)
+        updated = 0
+        with connection.cursor() as cursor:
+            for start in range(0, len(objs), size):
+                batch = objs[start : start + size]
+                params: list[Any] = []
+                for obj in batch:
+                    params.append(pk.get_db_prep_save(obj.pk, connection))
+                    params.extend(
+                        f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields
+                    )
+                sets = ", ".join(
+                    f"{quote(f.column)} = v.{n}" for f, n in zip(fields, names[1:], strict=True)
+                )
+                if self.vendor == "mysql":
+                    row = "SELECT " + ", ".join(f"%s AS {n}" for n in names)
+                    rows = " UNION ALL ".join(
+                        [row] + ["SELECT " + ", ".join(["%s"] * len(names))] * (len(batch) - 1)
+                    )
+                    t_sets = ", ".join(
+                        f"t.{quote(f.column)} = v.{n}"
+                        for f, n in zip(fields, names[1:], strict=True)
+                    )
+                    sql = (
+                        f"UPDATE {table} AS t JOIN ({rows}) AS v "
+                        f"ON t.{quote(pk.column)} = v.c0 SET {t_sets}"
+                    )
+                elif self.vendor == "sqlite":  # no column aliases on a VALUES subquery
+                    values = ", ".join([_typed_row(connection, columns)] * len(batch))
+                    sql = (
+                        f"WITH v ({', '.join(names)}) AS (VALUES {values}) "
+                        f"UPDATE {table} SET {sets} FROM v "
+                        f"WHERE {table}.{quote(pk.column)} = v.c0"
+                    )
+                else:
+                    values = ", ".join([_typed_row(connection, columns)] * len(batch))
+                    sql = (
+                        f"UPDATE {table} SET {sets} FROM (VALUES {values}) "
+                        f"AS v ({', '.join(names)}) WHERE {table}.{quote(pk.column)} = v.c0"
+                    )
+                cursor.execute(sql, params)
+                updated += max(cursor.rowcount, 0)
+        return updated
+
+
+def fields_by_table(model: Any, fields: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
+    """Group fields by the model whose table holds them (multi-table inheritance).
+
+    A child's primary key equals its parents' keys, so every group is matched
+    by ``obj.pk``.
+    """
+    groups: dict[Any, list[Any]] = {}
+    for field in fields:
+        owner = field.model._meta.concrete_model
+        groups.setdefault(owner, []).append(field)
+    return list(groups.items())
+
+
+def _typed_row(connection: Any, fields: Sequence[Any]) -> str:
+    """``(%s, %s::jsonb, …)``: PostgreSQL cannot infer types inside a VALUES list."""
+    if connection.vendor != "postgresql":
+        return "(" + ", ".join(["%s"] * len(fields)) + ")"
+    return "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in fields) + ")"
+
+
+def _rows_per_statement(connection: Any, fields: Sequence[Any], objs: Sequence[Any]) -> int:
+    per_row = max(len(fields), 1)
+    size = min(MAX_ROWS_PER_STATEMENT, MAX_PARAMS // per_row)
+    if connection.vendor == "sqlite":
+        size = min(size, connection.ops.bulk_batch_size(list(fields), objs))
+    return max(size, 1)
+
+
+class _InsertStatement:
+    """One insert of a batch of objects with a conflict policy."""
 
     def __init__(
         self,
         model: type[Any],
         connection: Any,
         fields: Sequence[Any],
-        *,
-        unique: Sequence[Any] = (),
-        update: Sequence[Any] = (),
-        ignore_conflicts: bool = False,
+        unique: Sequence[Any],
+        update: Sequence[Any],
+        ignore_conflicts: bool,
     ) -> None:
         self.model = model
         self.connection = connection
@@ -89,11 +210,7 @@ class InsertWriter:
 
     def batches(self, objs: Sequence[Any]) -> Iterator[Sequence[Any]]:
         """Split ``objs`` so every statement stays within the backend's parameter limit."""
-        per_row = max(len(self.fields), 1)
-        size = min(MAX_ROWS_PER_STATEMENT, MAX_PARAMS // per_row)
-        if self.vendor == "sqlite":
-            size = min(size, self.connection.ops.bulk_batch_size(self.fields, objs))
-        size = max(size, 1)
+        size = _rows_per_statement(self.connection, self.fields, objs)
         for start in range(0, len(objs), size):
             yield objs[start : start + size]
 

@@ -1,0 +1,75 @@
+"""Writers: how a chunk's rows reach the database.
+
+Every writer offers ``update(objs, fields) -> rows updated`` and
+``insert(objs, fields, *, unique, update, ignore_conflicts) -> InsertCounts``,
+and every writer passes the same behavioural tests.
+
+| method | update (``--func``) | create / upsert | backends |
+|---|---|---|---|
+| ``django`` | ``bulk_update`` (CASE WHEN) | ``bulk_create`` (plain create only) | all |
+| ``values`` | ``UPDATE … FROM (VALUES …)`` / ``UPDATE … JOIN`` | multi-row ``INSERT … VALUES`` with ``ON CONFLICT`` / ``ON DUPLICATE KEY`` | all |
+| ``copy`` | ``COPY`` to a temp table + ``UPDATE … FROM`` | ``COPY``; temp table + ``INSERT … SELECT … ON CONFLICT`` | PostgreSQL |
+
+``auto`` picks the fastest correct writer for the backend (measured in
+bench/RESULTS.md): ``copy`` on PostgreSQL, ``values`` elsewhere.
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from bulkpar.errors import UsageError
+
+METHODS = ("auto", "django", "values", "copy")
+
+
+def resolve_method(method: str, vendor: str, operation: str) -> str:
+    """The concrete writer for ``method`` on ``vendor``.
+
+    ``operation`` is ``update``, ``create``, ``create-ignore`` (ignoring
+    conflicts) or ``upsert``.
+
+    Raises:
+        UsageError: an unknown method, or one this backend cannot run.
+    """
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if method == "auto":
+        if vendor == "postgresql":
+            return "copy"
+        if vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 33):
+            return "django" if operation == "update" else "values"
+        return "values"
+    if method == "copy" and vendor != "postgresql":
+        raise UsageError(
+            f"--method copy needs PostgreSQL (this database is {vendor}); "
+            "use --method values or auto"
+        )
+    if method == "django" and operation in ("upsert", "create-ignore"):
+        raise UsageError(
+            "--method django cannot count the rows an upsert or --ignore-conflicts "
+            "insert created; use --method values (or copy on PostgreSQL)"
+        )
+    old_sqlite = vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 33)
+    if method == "values" and operation == "update" and old_sqlite:
+        raise UsageError(
+            f"--method values needs SQLite 3.33+ for UPDATE … FROM "
+            f"(this is {sqlite3.sqlite_version}); use --method django"
+        )
+    return method
+
+
+def make_writer(method: str, model: type[Any], connection: Any) -> Any:
+    """An instance of the writer called ``method`` (already resolved)."""
+    if method == "copy":
+        from bulkpar.writers.postgres import PostgresCopyWriter
+
+        return PostgresCopyWriter(model, connection)
+    if method == "django":
+        from bulkpar.writers.django import DjangoWriter
+
+        return DjangoWriter(model, connection)
+    from bulkpar.writers.values import ValuesWriter
+
+    return ValuesWriter(model, connection)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bulkpar.conversion import ColumnPlan, Reject, RowConverter, RowRejected
+from bulkpar.conversion import ColumnPlan, Reject, RowConverter, RowRejected, instance_builder
 from bulkpar.errors import UsageError
 from bulkpar.sources import Record
 
@@ -181,6 +181,7 @@ class LoadJob:
     def _convert(self, model: Any, records: Iterable[Record]) -> tuple[list[Any], list[Reject]]:
         meta = model._meta
         converter = RowConverter(model, self.columns, require=True)
+        build = instance_builder(model)
         auto = [
             f for f in meta.concrete_fields
             if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
@@ -197,7 +198,7 @@ class LoadJob:
                         raise RowRejected(
                             field.name, f"missing field {field.name!r} that upsert writes"
                         )
-                obj = model(**values)
+                obj = build(values)
             except RowRejected as exc:
                 rejects.append(Reject(record.line, record.values, exc.field, exc.message))
                 continue

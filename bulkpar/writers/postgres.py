@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bulkpar.writers.values import InsertCounts, fields_by_table
+from bulkpar.writers.values import InsertCounts, fields_by_table, preparer
 
 
 class PostgresCopyWriter:
@@ -92,9 +92,9 @@ class PostgresCopyWriter:
         return cache[key]  # type: ignore[no-any-return]
 
     def _values(self, objs: Sequence[Any], fields: Sequence[Any]) -> Iterable[list[Any]]:
-        connection = self.connection
+        preps = [(f.attname, preparer(f, self.connection)) for f in fields]
         for obj in objs:
-            yield [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+            yield [prep(getattr(obj, attname)) for attname, prep in preps]
 
     # -- writes ---------------------------------------------------------------
 
@@ -128,10 +128,11 @@ class PostgresCopyWriter:
     def _pk_values(
         self, objs: Sequence[Any], pk: Any, fields: Sequence[Any]
     ) -> Iterable[list[Any]]:
-        connection = self.connection
+        prep_pk = preparer(pk, self.connection)
+        preps = [(f.attname, preparer(f, self.connection)) for f in fields]
         for obj in objs:
-            row = [pk.get_db_prep_save(obj.pk, connection)]
-            row.extend(f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields)
+            row = [prep_pk(obj.pk)]
+            row.extend(prep(getattr(obj, attname)) for attname, prep in preps)
             yield row
 
     def insert(

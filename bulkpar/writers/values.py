@@ -23,7 +23,7 @@ split to respect each backend's limit on query parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,8 @@ class ValuesWriter:
         pk = model._meta.pk
         columns = [pk, *fields]
         names = [f"c{i}" for i in range(len(columns))]
+        prep_pk = preparer(pk, connection)
+        preps = [(f.attname, preparer(f, connection)) for f in fields]
         size = _rows_per_statement(connection, columns, objs)
         updated = 0
         with connection.cursor() as cursor:
@@ -109,10 +111,8 @@ class ValuesWriter:
                 batch = objs[start : start + size]
                 params: list[Any] = []
                 for obj in batch:
-                    params.append(pk.get_db_prep_save(obj.pk, connection))
-                    params.extend(
-                        f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields
-                    )
+                    params.append(prep_pk(obj.pk))
+                    params.extend(prep(getattr(obj, attname)) for attname, prep in preps)
                 sets = ", ".join(
                     f"{quote(f.column)} = v.{n}" for f, n in zip(fields, names[1:], strict=True)
                 )
@@ -145,6 +145,37 @@ class ValuesWriter:
                 cursor.execute(sql, params)
                 updated += max(cursor.rowcount, 0)
         return updated
+
+
+#: Field classes whose ``get_db_prep_save`` returns a value of this type unchanged.
+_PLAIN_TYPES = {
+    "CharField": str, "TextField": str, "IntegerField": int, "BigIntegerField": int,
+    "SmallIntegerField": int, "PositiveIntegerField": int, "PositiveSmallIntegerField": int,
+    "PositiveBigIntegerField": int, "AutoField": int, "BigAutoField": int,
+    "SmallAutoField": int, "BooleanField": bool, "FloatField": float,
+}  # fmt: skip
+
+
+def preparer(field: Any, connection: Any) -> Callable[[Any], Any]:
+    """``field.get_db_prep_save`` for ``connection``, skipped where it is the identity.
+
+    For Django's plain field types a value that already has the field's
+    Python type (or is None) goes to the driver as it is; anything else —
+    other types, custom fields, JSON, dates — goes through the field.
+    """
+    prep = field.get_db_prep_save
+    plain = None
+    if type(field).__module__.startswith("django.db"):
+        plain = _PLAIN_TYPES.get(type(field).__name__)
+    if plain is None:
+        return lambda value: prep(value, connection)
+
+    def prepare(value: Any) -> Any:
+        if value is None or type(value) is plain:
+            return value
+        return prep(value, connection)
+
+    return prepare
 
 
 def fields_by_table(model: Any, fields: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
@@ -200,13 +231,13 @@ class _InsertStatement:
         self.row_placeholder = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
         self.auto_now = [f for f in self.fields if getattr(f, "auto_now", False)]
         self.compared = [f for f in self.update if f not in self.auto_now]
+        self.preparers = [(f.attname, preparer(f, connection)) for f in self.fields]
 
     # -- values ---------------------------------------------------------
 
     def values(self, obj: Any) -> list[Any]:
         """One row's database values, prepared by the fields themselves."""
-        connection = self.connection
-        return [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in self.fields]
+        return [prep(getattr(obj, attname)) for attname, prep in self.preparers]
 
     def batches(self, objs: Sequence[Any]) -> Iterator[Sequence[Any]]:
         """Split ``objs`` so every statement stays within the backend's parameter limit."""

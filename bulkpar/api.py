@@ -52,8 +52,8 @@ def _run_options(
         )
     if retries < 0:
         raise UsageError(f"retries must be 0 or more (got {retries})")
-    if on_error not in ("abort", "skip"):
-        raise UsageError(f"on_error must be 'abort' or 'skip' (got {on_error!r})")
+    if on_error not in ("abort", "skip", "bisect"):
+        raise UsageError(f"on_error must be 'abort', 'skip' or 'bisect' (got {on_error!r})")
     return RunOptions(
         workers=workers,
         executor=executor,  # type: ignore[arg-type]
@@ -96,6 +96,8 @@ def update(
     method: str = "auto",
     retries: int = 5,
     on_error: str = "abort",
+    rejects: str | None = None,
+    dry_run: bool = False,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Update the rows of ``queryset`` in parallel chunks of primary-key ranges.
@@ -135,7 +137,12 @@ def update(
             temporary table, then ``UPDATE … FROM``).
         retries: retries of a chunk after transient errors (deadlock, lock
             timeout, dropped connection, SQLite busy).
-        on_error: ``"abort"`` stops after a failed chunk; ``"skip"`` goes on.
+        on_error: ``"abort"`` stops after a failed chunk; ``"skip"`` goes on;
+            ``"bisect"`` splits a failing chunk until the bad rows are
+            isolated, commits the others and rejects the bad ones.
+        rejects: JSON Lines file receiving the rows ``bisect`` rejected.
+        dry_run: do everything inside transactions that are rolled back, and
+            report what would have been written.
         progress: True for a tqdm bar, or any ProgressSink.
 
     Returns:
@@ -154,6 +161,7 @@ def update(
     if chunk < 1:
         raise UsageError(f"chunk must be at least 1 (got {chunk})")
     options = _run_options(workers, executor, start_method, retries, on_error)
+    options = dataclasses.replace(options, rejects=rejects, dry_run=dry_run)
     alias = database or queryset._db or router.db_for_write(model)
 
     assignments: tuple[tuple[str, Any], ...] = ()
@@ -248,6 +256,7 @@ def _load(
     on_error: str,
     rejects: str | None,
     max_rejects: int | None,
+    dry_run: bool,
     progress: bool | ProgressSink,
 ) -> Report:
     import itertools
@@ -266,7 +275,9 @@ def _load(
     if max_rejects is not None and max_rejects < 0:
         raise UsageError(f"max_rejects must be 0 or more (got {max_rejects})")
     options = _run_options(workers, executor, start_method, retries, on_error)
-    options = dataclasses.replace(options, rejects=rejects, max_rejects=max_rejects)
+    options = dataclasses.replace(
+        options, rejects=rejects, max_rejects=max_rejects, dry_run=dry_run
+    )
     alias = database or router.db_for_write(model)
     meta = model._meta
 
@@ -359,6 +370,7 @@ def create(
     on_error: str = "abort",
     rejects: str | None = None,
     max_rejects: int | None = None,
+    dry_run: bool = False,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Insert records into ``model`` in parallel chunks.
@@ -409,6 +421,7 @@ def create(
         on_error=on_error,
         rejects=rejects,
         max_rejects=max_rejects,
+        dry_run=dry_run,
         progress=progress,
     )
 
@@ -433,6 +446,7 @@ def upsert(
     on_error: str = "abort",
     rejects: str | None = None,
     max_rejects: int | None = None,
+    dry_run: bool = False,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Update-or-create records in ``model`` (a bulk ``update_or_create``), in parallel.
@@ -477,6 +491,7 @@ def upsert(
         on_error=on_error,
         rejects=rejects,
         max_rejects=max_rejects,
+        dry_run=dry_run,
         progress=progress,
     )
 
@@ -500,8 +515,10 @@ def save(
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
+    on_error: str = "abort",
     rejects: str | None = None,
     max_rejects: int | None = None,
+    dry_run: bool = False,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Call ``save()`` on every object, in parallel chunks, so signals and overrides run.
@@ -548,8 +565,10 @@ def save(
         raise UsageError(f"transaction must be 'chunk' or 'object' (got {transaction!r})")
     if chunk < 1:
         raise UsageError(f"chunk must be at least 1 (got {chunk})")
-    options = _run_options(workers, executor, start_method, retries, "abort")
-    options = dataclasses.replace(options, rejects=rejects, max_rejects=max_rejects)
+    options = _run_options(workers, executor, start_method, retries, on_error)
+    options = dataclasses.replace(
+        options, rejects=rejects, max_rejects=max_rejects, dry_run=dry_run
+    )
     setup_ref = _func_ref(setup, options) if setup is not None else None
     if isinstance(setup_ref, str):
         import_callable(setup_ref, what="--setup")
@@ -607,6 +626,17 @@ def save(
         matched = update_job.total_rows()
         plan = Plan(chunks=update_job.plan(), total=matched, matched=matched)
     check_database(alias)
+    notes: tuple[str, ...] = ()
+    if dry_run:
+        notes = (
+            "dry run: save() overrides and signal receivers ran; whatever they did outside "
+            "this database (e-mails, API calls, caches) was not rolled back.",
+        )
     return run(
-        job, plan, options, _target(options, alias, setup_ref), progress=_progress_sink(progress)
+        job,
+        plan,
+        options,
+        _target(options, alias, setup_ref),
+        progress=_progress_sink(progress),
+        notes=notes,
     )

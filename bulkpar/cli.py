@@ -138,10 +138,18 @@ def _add_run_options(func: F, chunk: int) -> F:
         ),
         click.option(
             "--on-error",
-            type=click.Choice(["abort", "skip"]),
+            type=click.Choice(["abort", "skip", "bisect"]),
             default="abort",
             show_default=True,
-            help="abort: stop starting chunks after one fails; skip: record it and go on.",
+            help="abort: stop starting chunks after one fails; skip: record it and go on; "
+            "bisect: split a failing chunk until the bad rows are isolated, commit the "
+            "rest and reject the bad rows (see --rejects).",
+        ),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Do everything inside transactions that are rolled back, and report "
+            "what would have been written.",
         ),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
@@ -230,6 +238,33 @@ def selection_options(func: F) -> F:
     return func
 
 
+def method_option(func: F) -> F:
+    """--method: which writer."""
+    from bulkpar.writers import METHODS
+
+    return click.option(
+        "--method", type=click.Choice(METHODS), default="auto", show_default=True,
+        help="How rows are written: auto (the fastest for the database), django "
+        "(bulk_update/bulk_create), values (multi-row VALUES statements), copy "
+        "(PostgreSQL COPY).",
+    )(func)  # fmt: skip
+
+
+def _run_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """The API keyword arguments every command passes on from run_options."""
+    return {
+        "chunk": params["chunk"],
+        "workers": params["workers"],
+        "executor": params["executor"],
+        "start_method": params["start_method"],
+        "database": params["database"],
+        "retries": params["retries"],
+        "on_error": params["on_error"],
+        "dry_run": params["dry_run"],
+        "progress": _progress_sink(params["quiet"]),
+    }
+
+
 def model_option(func: F) -> F:
     """--model APP.MODEL."""
     return click.option(
@@ -280,29 +315,14 @@ def cli() -> None:
 @click.option(
     "--lock", is_flag=True, help="With --func: SELECT ... FOR UPDATE each chunk's rows first."
 )
+@method_option
+@click.option(
+    "--rejects",
+    metavar="FILE",
+    help="With --on-error bisect: write the rows that failed on their own here.",
+)
 @run_options()
-def update(
-    settings: str | None,
-    pythonpath: tuple[str, ...],
-    database: str,
-    traceback: bool,
-    model_label: str,
-    filters: tuple[str, ...],
-    excludes: tuple[str, ...],
-    assignments: tuple[str, ...],
-    func: str | None,
-    fields: str | None,
-    touch: bool,
-    lock: bool,
-    chunk: int,
-    workers: int,
-    executor: str,
-    start_method: str | None,
-    retries: int,
-    on_error: str,
-    quiet: bool,
-    as_json: bool,
-) -> None:
+def update(**params: Any) -> None:
     """Change existing rows, chunk by chunk over primary-key ranges.
 
     \b
@@ -313,40 +333,39 @@ def update(
 
     --set runs one SQL UPDATE per chunk and loads no rows. --func loads each
     chunk, calls the function on every instance and writes the rows that
-    changed with bulk_update. Signals do not fire; use 'bulkpar save' for that.
+    changed (--method). Signals do not fire; use 'bulkpar save' for that.
     """
     from bulkpar.api import update as run_update
     from bulkpar.django_setup import resolve_model, setup_django
+    from bulkpar.lookups import parse_assignments
     from bulkpar.selection import select
 
-    with errors_as_click_exceptions(traceback):
+    with errors_as_click_exceptions(params["traceback"]):
+        assignments, func = params["assignments"], params["func"]
         if bool(assignments) == bool(func):
             raise UsageError("give either --set FIELD=VALUE or --func MODULE:CALLABLE (not both)")
-        if fields and not func:
+        if params["fields"] and not func:
             raise UsageError("--fields goes with --func")
-        setup_django(settings, pythonpath)
-        model = resolve_model(model_label)
-        queryset = select(model, filters=filters, excludes=excludes, database=database)
-        from bulkpar.lookups import parse_assignments
-
-        values = parse_assignments(model, assignments) if assignments else None
+        setup_django(params["settings"], params["pythonpath"])
+        model = resolve_model(params["model_label"])
+        queryset = select(
+            model,
+            filters=params["filters"],
+            excludes=params["excludes"],
+            database=params["database"],
+        )
         report = run_update(
             queryset,
-            set=values,
+            set=parse_assignments(model, assignments) if assignments else None,
             func=func,
-            fields=_split_names(fields),
-            chunk=chunk,
-            workers=workers,
-            executor=executor,
-            start_method=start_method,
-            database=database,
-            touch=touch,
-            lock=lock,
-            retries=retries,
-            on_error=on_error,
-            progress=_progress_sink(quiet),
+            fields=_split_names(params["fields"]),
+            touch=params["touch"],
+            lock=params["lock"],
+            method=params["method"],
+            rejects=params["rejects"],
+            **_run_kwargs(params),
         )
-    _finish(report, as_json)
+    _finish(report, params["as_json"])
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -400,16 +419,10 @@ def _load_command(operation: str, params: dict[str, Any]) -> None:
             map=_pairs(params["renames"], "--map"),
             const=_pairs(params["consts"], "--const"),
             ignore_unknown=params["ignore_unknown"],
-            chunk=params["chunk"],
-            workers=params["workers"],
-            executor=params["executor"],
-            start_method=params["start_method"],
-            database=params["database"],
-            retries=params["retries"],
-            on_error=params["on_error"],
+            method=params["method"],
             rejects=params["rejects"],
             max_rejects=params["max_rejects"],
-            progress=_progress_sink(params["quiet"]),
+            **_run_kwargs(params),
         )
         source = FileSource(params["input_path"], params["input_format"])
         if operation == "create":
@@ -427,6 +440,7 @@ def _load_command(operation: str, params: dict[str, Any]) -> None:
 @project_options
 @model_option
 @input_options(required=True)
+@method_option
 @click.option(
     "--ignore-conflicts",
     is_flag=True,
@@ -452,6 +466,7 @@ def create(**params: Any) -> None:
 @project_options
 @model_option
 @input_options(required=True)
+@method_option
 @click.option(
     "--unique",
     required=True,
@@ -549,15 +564,9 @@ def save(**params: Any) -> None:
         common: dict[str, Any] = dict(
             setup=params["setup"],
             transaction=params["transaction"],
-            chunk=params["chunk"],
-            workers=params["workers"],
-            executor=params["executor"],
-            start_method=params["start_method"],
-            database=params["database"],
-            retries=params["retries"],
             rejects=params["rejects"],
             max_rejects=params["max_rejects"],
-            progress=_progress_sink(params["quiet"]),
+            **_run_kwargs(params),
         )
         if has_input:
             from bulkpar.sources import FileSource

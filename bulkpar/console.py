@@ -100,6 +100,8 @@ def _count(value: int) -> str:
 def render_report(report: Report, console: Console) -> None:
     """Print the human form of a report: counts, timing, failures, notes."""
     title = f"bulkpar {report.operation} {report.model}"
+    if report.dry_run:
+        title += " — DRY RUN, nothing was written"
     if report.interrupted:
         title += " — INTERRUPTED"
     elif not report.ok:

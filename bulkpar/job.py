@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 Executor = Literal["process", "thread", "serial"]
 EXECUTORS: tuple[str, ...] = ("process", "thread", "serial")
-OnError = Literal["abort", "skip"]
+OnError = Literal["abort", "skip", "bisect"]
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,13 @@ class RunOptions:
         retries: how often a chunk that hit a transient error (deadlock, lock
             timeout, dropped connection, SQLite busy) is retried.
         on_error: ``abort`` stops scheduling after a failed chunk;
-            ``skip`` records it and goes on.
+            ``skip`` records it and goes on; ``bisect`` splits a failing
+            chunk until its bad rows are isolated, commits the rest, and
+            rejects the bad rows.
         in_flight_per_worker: chunks queued per worker; bounds memory.
         rejects: JSON Lines file that receives rejected records.
         max_rejects: stop scheduling once more records than this are rejected.
+        dry_run: roll back every transaction; report what would have been written.
     """
 
     workers: int = 1
@@ -85,6 +88,7 @@ class RunOptions:
     in_flight_per_worker: int = 2
     rejects: str | None = None
     max_rejects: int | None = None
+    dry_run: bool = False
 
 
 class Chunk(Protocol):

@@ -117,6 +117,8 @@ class Report:
         phase_seconds: total worker seconds per phase.
         retries: transient errors retried.
         interrupted: the run was stopped by the user before finishing.
+        dry_run: every transaction was rolled back; the counts say what would
+            have been written.
         stopped: why the run stopped early on its own (e.g. too many rejects).
         rejects_file: where rejected records were written.
         errors: the failed chunks, with worker tracebacks.
@@ -151,6 +153,7 @@ class Report:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     retries: int = 0
     interrupted: bool = False
+    dry_run: bool = False
     stopped: str | None = None
     rejects_file: str | None = None
     errors: tuple[ChunkError, ...] = ()

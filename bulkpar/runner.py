@@ -256,6 +256,7 @@ def run(
         start_method=start_method,
         startup_seconds=round(startup, 6),
         interrupted=state.interrupted,
+        dry_run=options.dry_run,
         stopped=state.stopped,
         rejects_file=options.rejects,
         notes=notes,
@@ -282,7 +283,12 @@ def _schedule(
     rejects: RejectLog,
 ) -> None:
     """Submit chunks with bounded look-ahead until the plan ends or the run stops."""
-    close_after = options.executor == "thread"
+    chunk_options = worker.ChunkOptions(
+        retries=options.retries,
+        bisect=options.on_error == "bisect",
+        dry_run=options.dry_run,
+        close_after=options.executor == "thread",
+    )
     limit = max(1, workers * options.in_flight_per_worker)
     chunks: Iterator[Any] = iter(plan.chunks)
     in_flight: dict[Future[ChunkResult], Any] = {}
@@ -299,7 +305,7 @@ def _schedule(
                     stopping = True
                     break
                 state.input_rows += getattr(chunk, "size", 0)
-                future = executor.submit(worker.run_chunk, job, chunk, options.retries, close_after)
+                future = executor.submit(worker.run_chunk, job, chunk, chunk_options)
                 in_flight[future] = chunk
             if not in_flight:
                 return

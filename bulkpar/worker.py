@@ -10,12 +10,14 @@ as an exception that might not pickle.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,64 +117,148 @@ def use_immediate_transactions(connection: Any) -> None:
     connection._start_transaction_under_autocommit = begin_immediate
 
 
-def run_chunk(job: Any, chunk: Any, retries: int, close_after: bool = False) -> ChunkResult:
+@dataclass(frozen=True)
+class ChunkOptions:
+    """How a worker runs each chunk.
+
+    Attributes:
+        retries: retries after transient errors.
+        bisect: on a data error, split the chunk until the bad rows are
+            isolated; the good rows commit and each bad row is rejected.
+        dry_run: roll every transaction back (report what would be written).
+        close_after: close the connection after the chunk (thread executor).
+    """
+
+    retries: int = 5
+    bisect: bool = False
+    dry_run: bool = False
+    close_after: bool = False
+
+
+def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
     """Run one chunk of ``job`` and describe the outcome.
 
     The job opens its transaction with the ``atomic`` factory it is given:
-    a chunk's writes always commit or roll back together.
+    a chunk's writes always commit or roll back together (with ``dry_run``
+    they always roll back).
 
     Transient errors roll the transaction back and retry the chunk (up to
     ``retries`` times, exponential backoff with jitter, a fresh connection
-    when the old one broke). Any other error rolls the chunk back and is
-    returned as a failed ChunkResult carrying the worker's traceback.
+    when the old one broke). Any other error rolls the chunk back; with
+    ``bisect`` the chunk is split until the failing rows are isolated,
+    otherwise it is returned as a failed ChunkResult carrying the worker's
+    traceback.
     """
+    from django.db import connections
+
+    connection = connections[job.database]
+    start = time.perf_counter()
+    try:
+        outcome = _attempt(job, chunk, options)
+        if isinstance(outcome, BaseException) and options.bisect:
+            outcome = _bisect(job, chunk, options, outcome)
+        if isinstance(outcome, BaseException):
+            return _failure(job, chunk, outcome, start)
+        counts, phases, retries = outcome
+        return ChunkResult(
+            index=chunk.index,
+            label=chunk.label,
+            seconds=time.perf_counter() - start,
+            phases=phases,
+            retries=retries,
+            worker=os.getpid(),
+            **counts,
+        )
+    finally:
+        if options.close_after:
+            connection.close()
+
+
+Outcome = tuple[dict[str, Any], dict[str, float], int]
+
+
+def _attempt(job: Any, chunk: Any, options: ChunkOptions) -> Outcome | BaseException:
+    """Run ``chunk`` with transient-error retries; the final error is returned, not raised."""
     from django.db import connections, transaction
 
     connection = connections[job.database]
 
-    def atomic() -> Any:
-        return transaction.atomic(using=job.database)
+    @contextlib.contextmanager
+    def atomic() -> Iterator[None]:
+        with transaction.atomic(using=job.database):
+            yield
+            if options.dry_run:
+                transaction.set_rollback(True, using=job.database)
 
-    start = time.perf_counter()
     attempt = 0
-    try:
-        while True:
-            phases: dict[str, float] = {}
-            try:
-                counts = job.execute(chunk, phases, atomic)
-                return ChunkResult(
-                    index=chunk.index,
-                    label=chunk.label,
-                    seconds=time.perf_counter() - start,
-                    phases=phases,
-                    retries=attempt,
-                    worker=os.getpid(),
-                    **counts,
-                )
-            except Exception as exc:
-                if attempt < retries and is_transient(exc):
-                    attempt += 1
-                    connection.close_if_unusable_or_obsolete()  # reconnect if it broke
-                    time.sleep(min(0.05 * 2**attempt, 2.0) * random.uniform(0.5, 1.5))
-                    continue
-                row = exc.row if isinstance(exc, RowError) else None
-                cause = exc.error if isinstance(exc, RowError) else exc
-                return ChunkResult(
-                    index=chunk.index,
-                    label=chunk.label,
-                    rows=_failed_rows(job, chunk),
-                    seconds=time.perf_counter() - start,
-                    phases=phases,
-                    retries=attempt,
-                    error=f"{type(cause).__name__}: {cause}"
-                    + (f" (row pk={row!r})" if row is not None else ""),
-                    traceback="".join(traceback.format_exception(cause)),
-                    row=row,
-                    worker=os.getpid(),
-                )
-    finally:
-        if close_after:
-            connection.close()
+    while True:
+        phases: dict[str, float] = {}
+        try:
+            return job.execute(chunk, phases, atomic), phases, attempt
+        except Exception as exc:
+            if attempt < options.retries and is_transient(exc):
+                attempt += 1
+                connection.close_if_unusable_or_obsolete()  # reconnect if it broke
+                time.sleep(min(0.05 * 2**attempt, 2.0) * random.uniform(0.5, 1.5))
+                continue
+            exc.bulkpar_retries = attempt  # type: ignore[attr-defined]
+            return exc
+
+
+def _bisect(
+    job: Any, chunk: Any, options: ChunkOptions, error: BaseException
+) -> Outcome | BaseException:
+    """Split a failing chunk until its bad rows are isolated; commit the rest.
+
+    Returns the summed counts of the parts that committed, with one reject
+    per row that failed on its own, or the error if the chunk cannot be split
+    (a job without ``split``) or a part failed for a reason that is not the
+    row's (a transient error past its retries).
+    """
+    parts = job.split(chunk) if hasattr(job, "split") else None
+    if parts is None:
+        if hasattr(job, "reject"):
+            cause = error.error if isinstance(error, RowError) else error
+            rejects = job.reject(chunk, cause)
+            if rejects is not None:
+                return {"rows": len(rejects), "rejected": len(rejects),
+                        "rejects": tuple(rejects)}, {}, 0  # fmt: skip
+        return error
+    totals: dict[str, Any] = {}
+    phases: dict[str, float] = {}
+    retries = 0
+    for part in parts:
+        outcome = _attempt(job, part, options)
+        if isinstance(outcome, BaseException):
+            if is_transient(outcome):
+                return outcome
+            outcome = _bisect(job, part, options, outcome)
+            if isinstance(outcome, BaseException):
+                return outcome
+        counts, part_phases, part_retries = outcome
+        retries += part_retries
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0 if key != "rejects" else ()) + value
+        for key, value in part_phases.items():
+            phases[key] = phases.get(key, 0.0) + value
+    return totals, phases, retries
+
+
+def _failure(job: Any, chunk: Any, exc: BaseException, start: float) -> ChunkResult:
+    row = exc.row if isinstance(exc, RowError) else None
+    cause = exc.error if isinstance(exc, RowError) else exc
+    return ChunkResult(
+        index=chunk.index,
+        label=chunk.label,
+        rows=_failed_rows(job, chunk),
+        seconds=time.perf_counter() - start,
+        retries=getattr(exc, "bulkpar_retries", 0),
+        error=f"{type(cause).__name__}: {cause}"
+        + (f" (row pk={row!r})" if row is not None else ""),
+        traceback="".join(traceback.format_exception(cause)),
+        row=row,
+        worker=os.getpid(),
+    )
 
 
 def _failed_rows(job: Any, chunk: Any) -> int:

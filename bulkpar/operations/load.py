@@ -11,6 +11,7 @@ skipped counts.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,26 @@ def plan_batches(
             batch = []
     if batch:
         yield RowBatch(index, tuple(batch), position())
+
+
+def split_batch(chunk: RowBatch) -> list[RowBatch] | None:
+    """Halve a batch of records (for ``--on-error bisect``); None for one record."""
+    if chunk.size <= 1:
+        return None
+    middle = chunk.size // 2
+    return [
+        RowBatch(chunk.index, chunk.records[:middle], chunk.position),
+        RowBatch(chunk.index, chunk.records[middle:], chunk.position),
+    ]
+
+
+def reject_batch(chunk: RowBatch, error: BaseException) -> list[Reject] | None:
+    """The reject of a one-record batch whose write failed."""
+    if chunk.size != 1:
+        return None
+    record = chunk.records[0]
+    trace = "".join(traceback.format_exception(error))
+    return [Reject(record.line, record.values, None, f"{type(error).__name__}: {error}", trace)]
 
 
 def unique_field_sets(model: type[Any]) -> list[tuple[str, ...]]:
@@ -120,6 +141,12 @@ class LoadJob:
 
     def chunk_rows(self, chunk: RowBatch) -> int:
         return chunk.size
+
+    def split(self, chunk: RowBatch) -> list[RowBatch] | None:
+        return split_batch(chunk)
+
+    def reject(self, chunk: RowBatch, error: BaseException) -> list[Reject] | None:
+        return reject_batch(chunk, error)
 
     def execute(
         self, chunk: RowBatch, phases: dict[str, float], atomic: Callable[[], Any]

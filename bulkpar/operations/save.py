@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulkpar.conversion import ColumnPlan, Reject, RowConverter, RowRejected
+from bulkpar.operations.load import reject_batch, split_batch
+from bulkpar.operations.update import reject_pk_range, split_pk_range
 from bulkpar.transient import is_transient
 
 TRANSACTION_MODES = ("chunk", "object")
@@ -85,6 +87,16 @@ class SaveJob:
         if hasattr(chunk, "records"):
             return int(chunk.size)
         return len(self._pks(chunk))
+
+    def split(self, chunk: Any) -> list[Any] | None:
+        if hasattr(chunk, "records"):
+            return split_batch(chunk)
+        return split_pk_range(chunk, self._pks(chunk))
+
+    def reject(self, chunk: Any, error: BaseException) -> list[Reject] | None:
+        if hasattr(chunk, "records"):
+            return reject_batch(chunk, error)
+        return reject_pk_range(self._pks(chunk), error)
 
     def _pks(self, chunk: Any) -> list[Any]:
         queryset = self.queryset().filter(pk__lte=chunk.hi)

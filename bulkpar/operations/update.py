@@ -23,10 +23,12 @@ import functools
 import operator
 import pickle
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bulkpar.conversion import Reject
 from bulkpar.errors import RowError
 
 
@@ -67,6 +69,22 @@ def plan_pk_ranges(queryset: Any, chunk: int) -> Iterator[PkRange]:
         yield PkRange(index, lo, hi)
         index += 1
         lo = hi
+
+
+def split_pk_range(chunk: PkRange, pks: list[Any]) -> list[PkRange] | None:
+    """Halve a range by its keys (``pks``: the range's keys, sorted); None for one row."""
+    if len(pks) <= 1:
+        return None
+    middle = pks[len(pks) // 2 - 1]
+    return [PkRange(chunk.index, chunk.lo, middle), PkRange(chunk.index, middle, chunk.hi)]
+
+
+def reject_pk_range(pks: list[Any], error: BaseException) -> list[Reject] | None:
+    """The reject of a one-row range whose write failed (None when it is not one row)."""
+    if len(pks) != 1:
+        return None
+    trace = "".join(traceback.format_exception(error))
+    return [Reject(None, {"pk": pks[0]}, None, f"{type(error).__name__}: {error}", trace)]
 
 
 def _serialises_writers(database: str) -> bool:
@@ -135,6 +153,17 @@ class UpdateJob:
     def chunk_rows(self, chunk: PkRange) -> int:
         """Rows currently selected inside ``chunk`` (for reporting a failed chunk)."""
         return int(self._range(chunk).count())
+
+    def _keys(self, chunk: PkRange) -> list[Any]:
+        return list(self._range(chunk).order_by("pk").values_list("pk", flat=True))
+
+    def split(self, chunk: PkRange) -> list[PkRange] | None:
+        """Two halves of ``chunk`` (for ``--on-error bisect``), or None for one row."""
+        return split_pk_range(chunk, self._keys(chunk))
+
+    def reject(self, chunk: PkRange, error: BaseException) -> list[Reject] | None:
+        """The reject of a one-row chunk that failed on its own."""
+        return reject_pk_range(self._keys(chunk), error)
 
     def _range(self, chunk: PkRange) -> Any:
         queryset = self.queryset().filter(pk__lte=chunk.hi)

@@ -23,10 +23,10 @@ start = time.perf_counter()
 from bulkpar.django_setup import setup_django
 setup_django("demo.settings", [{demo!r}])
 from bulkpar.job import RunOptions, Target
-from bulkpar.runner import _make_executor, _warm_up
+from bulkpar.executors import make_executor, warm_up
 options = RunOptions(workers={workers}, executor="process", start_method={method!r})
-executor, _ = _make_executor(options, Target.current("default"))
-_warm_up(executor, {workers})
+executor, _ = make_executor(options, Target.current("default"))
+warm_up(executor, {workers})
 print(time.perf_counter() - start)
 executor.shutdown()
 """

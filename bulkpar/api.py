@@ -13,11 +13,12 @@ from typing import Any
 
 from bulkpar.django_setup import callable_ref, check_database, import_callable, model_label
 from bulkpar.errors import UsageError
+from bulkpar.executors import cpu_count
 from bulkpar.job import EXECUTORS, RunOptions, Target
 from bulkpar.lookups import get_concrete_field
 from bulkpar.operations.update import UpdateJob
 from bulkpar.report import Report
-from bulkpar.runner import Plan, ProgressSink, cpu_count, run
+from bulkpar.runner import Plan, ProgressSink, run
 
 
 def _as_queryset(source: Any) -> Any:

@@ -97,8 +97,8 @@ def run_options(chunk: int = 1000) -> Callable[[F], F]:
 
 
 def _add_run_options(func: F, chunk: int) -> F:
+    from bulkpar.executors import cpu_count
     from bulkpar.job import EXECUTORS
-    from bulkpar.runner import cpu_count
 
     options = [
         click.option(

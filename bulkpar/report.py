@@ -119,7 +119,12 @@ class Report:
         interrupted: the run was stopped by the user before finishing.
         dry_run: every transaction was rolled back; the counts say what would
             have been written.
+        signal: the signal that interrupted the run (2 SIGINT, 15 SIGTERM).
         stopped: why the run stopped early on its own (e.g. too many rejects).
+        workers_lost: worker processes that died and were replaced.
+        resumed_chunks, resumed_rows: chunks (and their rows) a previous run
+            had committed, skipped thanks to the checkpoint.
+        checkpoint: the checkpoint journal in use.
         rejects_file: where rejected records were written.
         errors: the failed chunks, with worker tracebacks.
         notes: things the user should know about this run (e.g. SQLite serialises writers).
@@ -153,8 +158,13 @@ class Report:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     retries: int = 0
     interrupted: bool = False
+    signal: int | None = None
     dry_run: bool = False
     stopped: str | None = None
+    workers_lost: int = 0
+    resumed_chunks: int = 0
+    resumed_rows: int = 0
+    checkpoint: str | None = None
     rejects_file: str | None = None
     errors: tuple[ChunkError, ...] = ()
     notes: tuple[str, ...] = ()

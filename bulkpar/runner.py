@@ -10,34 +10,34 @@ Invariants:
 * **Failure stops scheduling.** With ``on_error="abort"`` a failed chunk stops
   new submissions; chunks already running finish and are counted, so the
   report reconciles with the database.
-* **Ctrl-C is orderly.** The first interrupt stops scheduling and lets
-  in-flight chunks commit or roll back; workers ignore SIGINT so a terminal's
-  Ctrl-C never cuts a chunk in half. A second interrupt ends at once.
+* **Interrupts are orderly.** The first Ctrl-C or SIGTERM stops scheduling and
+  lets running chunks commit or roll back (and be recorded in the
+  checkpoint); workers ignore both signals so a chunk is never cut in half. A
+  second one ends the workers at once: their transactions roll back.
+* **A dead worker is replaced.** When a worker process dies (OOM killer,
+  ``kill -9``) the pool is rebuilt and the chunks that were in flight run
+  again; a chunk whose runs keep killing workers fails after the retry limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing
-import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from bulkpar import worker
+from bulkpar.checkpoint import Checkpoint
 from bulkpar.django_setup import close_connections
-from bulkpar.errors import BulkparError, UsageError, WorkerSetupError
+from bulkpar.errors import BulkparError, UsageError
+from bulkpar.executors import kill_workers, make_executor, warm_up
 from bulkpar.job import Job, RunOptions, Target
 from bulkpar.report import ChunkResult, Report, build_report
 
@@ -52,89 +52,6 @@ class ProgressSink(Protocol):
     def close(self) -> None: ...
 
 
-class SerialExecutor(Executor):
-    """Runs each task at once in the calling thread (``--executor serial``)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-
-def default_start_method() -> str:
-    """The multiprocessing start method bulkpar uses unless told otherwise.
-
-    ``forkserver`` where the platform has it, else ``spawn``. Measured on the
-    2-core Linux development machine (``python bench/startup.py --workers 2``,
-    median of 5, from interpreter start until both workers have run
-    ``django.setup()``): fork 0.20 s, forkserver 0.47 s, spawn 0.66 s. Fork is
-    the fastest but duplicates whatever the parent holds at that moment — open
-    database sockets, the progress display's refresh thread, locks held by
-    other threads — which is how forked children hang or break the parent's
-    connection (and why Python 3.14 no longer defaults to it on Linux).
-    forkserver forks every worker from a clean, single-threaded server process
-    that has pre-imported Django and bulkpar: a quarter of a second once per
-    run buys safety under every condition. ``--start-method fork`` remains
-    available for very short jobs.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
-
-
-def _make_executor(options: RunOptions, target: Target) -> tuple[Executor, str | None]:
-    if options.executor == "serial":
-        worker.tune_connections(target.database)
-        try:
-            worker.run_setup(target.setup)
-        except Exception as exc:
-            raise WorkerSetupError(
-                f"--setup {target.setup} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        return SerialExecutor(), None
-    initargs = (target.settings, target.pythonpath, target.database, target.setup)
-    if options.executor == "thread":
-        executor = ThreadPoolExecutor(
-            max_workers=options.workers,
-            thread_name_prefix="bulkpar",
-            initializer=worker.init_worker,
-            initargs=initargs,
-        )
-        return executor, None
-    method = options.start_method or default_start_method()
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["bulkpar.worker", "django.db.models"])
-    # A forked child must not inherit the parent's open database sockets.
-    close_connections()
-    process_pool = ProcessPoolExecutor(
-        max_workers=options.workers,
-        mp_context=context,
-        initializer=worker.init_worker,
-        initargs=initargs,
-    )
-    return process_pool, method
-
-
-def _warm_up(executor: Executor, workers: int) -> None:
-    """Start every worker and surface a failed set-up before any chunk is sent."""
-    try:
-        infos = [f.result() for f in [executor.submit(worker.ping) for _ in range(workers)]]
-    except BrokenProcessPool as exc:
-        raise WorkerSetupError(
-            "a worker process died while starting (django.setup() in the worker); "
-            "run with --executor serial to see the error in this process"
-        ) from exc
-    for info in infos:
-        if info.error:
-            first_line = info.error.splitlines()[0]
-            raise WorkerSetupError(
-                f"worker set-up failed in process {info.pid}: {first_line}\n{info.error}"
-            )
-
-
 @dataclass
 class Plan:
     """The chunks to run, produced lazily, and how to measure progress through them.
@@ -146,6 +63,7 @@ class Plan:
             (bytes read when it was cut) drives the bar.
         matched: rows selected when the run was planned (updates).
         counts_input: True for loads: the report counts records read.
+        checkpoint: the journal of committed chunks, if resuming is on.
     """
 
     chunks: Iterable[Any]
@@ -153,6 +71,7 @@ class Plan:
     unit: str = "rows"
     matched: int | None = None
     counts_input: bool = False
+    checkpoint: Checkpoint | None = None
 
 
 class RejectLog:
@@ -202,159 +121,249 @@ def run(
 
     Args:
         job: the operation's frozen description, executed in workers.
-        plan: the chunk descriptors (consumed lazily) and progress totals.
+        plan: the chunk descriptors (consumed lazily), progress totals and
+            the checkpoint journal.
         options: workers, executor, start method, retries, error policy,
-            reject file and limit.
+            reject file and limit, dry run.
         target: settings, import path and database alias for the workers.
         progress: optional sink for live progress.
         notes: remarks to carry into the report.
 
     Raises:
         WorkerSetupError: a worker could not load the project.
-        KeyboardInterrupt: on a second Ctrl-C (the first one ends the run
-            with ``report.interrupted``).
     """
     from django.db import connections
 
     vendor = connections[target.database].vendor
     workers = 1 if options.executor == "serial" else options.workers
     started = time.perf_counter()
-    rejects = RejectLog(options.rejects)
-    close_connections()
-    executor, start_method = _make_executor(options, target)
-    state = _RunState()
+    scheduler = _Scheduler(job, plan, options, target, workers, progress)
     try:
-        if options.executor != "serial":
-            _warm_up(executor, workers)
-        startup = time.perf_counter() - started
-        if progress is not None:
-            progress.start(plan.total, f"{job.operation} {job.model}", plan.unit)
-        _schedule(job, plan, options, executor, workers, state, progress, rejects)
+        with scheduler.signals():
+            scheduler.start()
+            startup = time.perf_counter() - started
+            if progress is not None:
+                progress.start(plan.total, f"{job.operation} {job.model}", plan.unit)
+            scheduler.loop()
     finally:
-        rejects.close()
+        scheduler.close()
         if progress is not None:
             progress.close()
-        executor.shutdown(wait=True, cancel_futures=True)
+        if plan.checkpoint is not None:
+            plan.checkpoint.close()
     if vendor == "sqlite" and workers > 1:
         notes = (
             *notes,
             "SQLite allows one writer at a time: extra workers speed up reading and "
             "Python-side work, while writes are serialised.",
         )
+    resumed = plan.checkpoint.done if plan.checkpoint is not None else []
     return build_report(
-        state.results,
+        scheduler.results,
         operation=job.operation,
         model=job.model,
         seconds=time.perf_counter() - started,
-        matched=plan.matched if plan.matched is not None else state.input_rows,
-        input_rows=state.input_rows if plan.counts_input else None,
+        matched=plan.matched if plan.matched is not None else scheduler.input_rows,
+        input_rows=scheduler.input_rows if plan.counts_input else None,
         database=target.database,
         vendor=vendor,
         method=job.method,
         workers=workers,
         executor=options.executor,
-        start_method=start_method,
+        start_method=scheduler.start_method,
         startup_seconds=round(startup, 6),
-        interrupted=state.interrupted,
+        interrupted=scheduler.signal_number is not None,
+        signal=scheduler.signal_number,
         dry_run=options.dry_run,
-        stopped=state.stopped,
+        stopped=scheduler.stopped,
+        workers_lost=scheduler.workers_lost,
+        resumed_chunks=len(resumed),
+        resumed_rows=sum(d.rows for d in resumed),
+        checkpoint=plan.checkpoint.path if plan.checkpoint is not None else None,
         rejects_file=options.rejects,
         notes=notes,
     )
 
 
 @dataclass
-class _RunState:
+class _Scheduler:
+    """The state of one run: the executor, the chunks in flight, what came back."""
+
+    job: Job
+    plan: Plan
+    options: RunOptions
+    target: Target
+    workers: int
+    progress: ProgressSink | None
     results: list[ChunkResult] = field(default_factory=list)
     input_rows: int = 0
     rejected: int = 0
-    interrupted: bool = False
     stopped: str | None = None
+    signal_number: int | None = None
+    workers_lost: int = 0
+    start_method: str | None = None
+    executor: Executor | None = None
+    in_flight: dict[Future[ChunkResult], Any] = field(default_factory=dict)
+    deaths: dict[int, int] = field(default_factory=dict)
+    stopping: bool = False
 
+    def __post_init__(self) -> None:
+        self.rejects = RejectLog(self.options.rejects)
+        self.chunk_options = worker.ChunkOptions(
+            retries=self.options.retries,
+            bisect=self.options.on_error == "bisect",
+            dry_run=self.options.dry_run,
+            close_after=self.options.executor == "thread",
+        )
+        self.skip = self.plan.checkpoint.done_indexes() if self.plan.checkpoint else set()
+        self.chunks: Iterator[Any] = iter(self.plan.chunks)
 
-def _schedule(
-    job: Job,
-    plan: Plan,
-    options: RunOptions,
-    executor: Executor,
-    workers: int,
-    state: _RunState,
-    progress: ProgressSink | None,
-    rejects: RejectLog,
-) -> None:
-    """Submit chunks with bounded look-ahead until the plan ends or the run stops."""
-    chunk_options = worker.ChunkOptions(
-        retries=options.retries,
-        bisect=options.on_error == "bisect",
-        dry_run=options.dry_run,
-        close_after=options.executor == "thread",
-    )
-    limit = max(1, workers * options.in_flight_per_worker)
-    chunks: Iterator[Any] = iter(plan.chunks)
-    in_flight: dict[Future[ChunkResult], Any] = {}
-    stopping = False
-    while True:
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        close_connections()
+        self.executor, self.start_method = make_executor(self.options, self.target)
+        if self.options.executor != "serial":
+            warm_up(self.executor, self.workers)
+
+    def close(self) -> None:
+        self.rejects.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        """Turn SIGINT and SIGTERM into an orderly stop while the run lasts."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for signum in previous:
+            signal.signal(signum, self._on_signal)
         try:
-            while not stopping and len(in_flight) < limit:
-                try:
-                    chunk = next(chunks, None)
-                except BulkparError as exc:  # bad input mid-stream: stop, keep what committed
-                    state.stopped = str(exc)
-                    chunk = None
-                if chunk is None:
-                    stopping = True
-                    break
-                state.input_rows += getattr(chunk, "size", 0)
-                future = executor.submit(worker.run_chunk, job, chunk, chunk_options)
-                in_flight[future] = chunk
-            if not in_flight:
-                return
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-        except KeyboardInterrupt:
-            if state.interrupted:
-                raise
-            state.interrupted = stopping = True
-            in_flight = {f: c for f, c in in_flight.items() if not f.cancel()}
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signal_number is None:
+            self.signal_number = signum
+            self.stopping = True
             print(
-                "bulkpar: interrupted; letting chunks in flight finish "
-                "(Ctrl-C again to stop at once)",
+                f"\nbulkpar: {signal.Signals(signum).name} received; letting the chunks in "
+                "flight finish (again to stop at once)",
                 file=sys.stderr,
             )
-            continue
-        for future in done:
-            chunk = in_flight.pop(future)
-            result = _result_of(future, chunk)
-            state.results.append(result)
-            rejects.write(result.rejects)
-            state.rejected += result.rejected
-            if progress is not None:
-                progress.advance(result, getattr(chunk, "position", None))
-            if result.failed and (options.on_error == "abort" or result.worker is None):
-                stopping = True
-            if options.max_rejects is not None and state.rejected > options.max_rejects:
-                stopping = True
-                state.stopped = (
-                    f"more than {options.max_rejects} rows rejected (--max-rejects); "
-                    "fix the input and run again"
+            return
+        # the second signal: end the workers now; their transactions roll back
+        if self.executor is not None:
+            kill_workers(self.executor)
+        raise KeyboardInterrupt
+
+    # -- scheduling ---------------------------------------------------------
+
+    def loop(self) -> None:
+        """Submit chunks with bounded look-ahead until the plan ends or the run stops."""
+        limit = max(1, self.workers * self.options.in_flight_per_worker)
+        try:
+            while True:
+                while not self.stopping and len(self.in_flight) < limit:
+                    chunk = self._next_chunk()
+                    if chunk is None:
+                        self.stopping = True
+                        break
+                    self.input_rows += getattr(chunk, "size", 0)
+                    self._submit(chunk)
+                if not self.in_flight:
+                    return
+                done, _ = wait(self.in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                if self.signal_number is not None:
+                    self._cancel_queued()
+                for future in done:
+                    self._collect(future)
+        except KeyboardInterrupt:
+            self.stopped = "stopped at once by a second interrupt; chunks in flight rolled back"
+            if self.signal_number is None:
+                self.signal_number = signal.SIGINT
+
+    def _next_chunk(self) -> Any:
+        while True:
+            try:
+                chunk = next(self.chunks, None)
+            except BulkparError as exc:  # bad input mid-stream: stop, keep what committed
+                self.stopped = str(exc)
+                return None
+            if chunk is None or chunk.index not in self.skip:
+                return chunk
+
+    def _submit(self, chunk: Any) -> None:
+        assert self.executor is not None
+        future = self.executor.submit(worker.run_chunk, self.job, chunk, self.chunk_options)
+        self.in_flight[future] = chunk
+
+    def _cancel_queued(self) -> None:
+        self.in_flight = {f: c for f, c in self.in_flight.items() if not f.cancel()}
+
+    def _collect(self, future: Future[ChunkResult]) -> None:
+        chunk = self.in_flight.pop(future, None)
+        if chunk is None:
+            return
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            self._replace_pool(chunk)
+            return
+        self.results.append(result)
+        self.rejects.write(result.rejects)
+        self.rejected += result.rejected
+        if not result.failed and self.plan.checkpoint is not None and not self.options.dry_run:
+            self.plan.checkpoint.record(chunk, result.rows)
+        if self.progress is not None:
+            self.progress.advance(result, getattr(chunk, "position", None))
+        if result.failed and self.options.on_error == "abort":
+            self.stopping = True
+        limit = self.options.max_rejects
+        if limit is not None and self.rejected > limit:
+            self.stopping = True
+            self.stopped = (
+                f"more than {limit} rows rejected (--max-rejects); fix the input and run again"
+            )
+
+    def _replace_pool(self, first: Any) -> None:
+        """A worker died: start a new pool and rerun every chunk that was in flight."""
+        lost = [first, *self.in_flight.values()]
+        for future in list(self.in_flight):
+            with contextlib.suppress(Exception):
+                future.exception()  # they all fail with the broken pool
+        self.in_flight.clear()
+        self.workers_lost += 1
+        assert self.executor is not None
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.executor, self.start_method = make_executor(self.options, self.target)
+        warm_up(self.executor, self.workers)
+        for chunk in lost:
+            deaths = self.deaths.get(chunk.index, 0) + 1
+            self.deaths[chunk.index] = deaths
+            if deaths > self.options.retries:
+                self.results.append(
+                    ChunkResult(
+                        index=chunk.index,
+                        label=chunk.label,
+                        rows=_rows_of(self.job, chunk),
+                        error=f"worker processes died {deaths} times while running this "
+                        "chunk (out of memory? a crash in a C extension?)",
+                    )
                 )
+                if self.options.on_error == "abort":
+                    self.stopping = True
+                continue
+            self._submit(chunk)
 
 
-def _result_of(future: Future[ChunkResult], chunk: Any) -> ChunkResult:
-    """The chunk's result, or a failed result if the worker process itself died."""
+def _rows_of(job: Job, chunk: Any) -> int:
+    """Rows a chunk holds (best effort: the database may be what is failing)."""
     try:
-        return future.result()
-    except BrokenProcessPool as exc:
-        return ChunkResult(
-            index=chunk.index,
-            label=chunk.label,
-            error=f"worker process died while running this chunk: {exc}",
-            traceback=None,
-            worker=None,
-        )
-
-
-def cpu_count() -> int:
-    """CPUs this process may use (the default number of workers)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return int(job.chunk_rows(chunk))
+    except Exception:
+        return 0

@@ -11,6 +11,7 @@ import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from bulkpar.checkpoint import Checkpoint
 from bulkpar.django_setup import callable_ref, check_database, import_callable, model_label
 from bulkpar.errors import UsageError
 from bulkpar.executors import cpu_count
@@ -99,6 +100,7 @@ def update(
     on_error: str = "abort",
     rejects: str | None = None,
     dry_run: bool = False,
+    checkpoint: str | None = None,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Update the rows of ``queryset`` in parallel chunks of primary-key ranges.
@@ -144,6 +146,8 @@ def update(
         rejects: JSON Lines file receiving the rows ``bisect`` rejected.
         dry_run: do everything inside transactions that are rolled back, and
             report what would have been written.
+        checkpoint: a journal file of committed chunks; running the same job
+            again with it skips them (see :mod:`bulkpar.checkpoint`).
         progress: True for a tqdm bar, or any ProgressSink.
 
     Returns:
@@ -196,9 +200,30 @@ def update(
         lock=lock,
         writer=_writer(method, alias, "update"),
     )
-    matched = job.total_rows()
-    plan = Plan(chunks=job.plan(), total=matched, matched=matched)
+    journal = _open_checkpoint(checkpoint, job.describe(), dry_run)
+    skip, first_index = _resume_point(journal)
+    matched = job.total_rows(skip)
+    plan = Plan(
+        chunks=job.plan(skip, first_index), total=matched, matched=matched, checkpoint=journal
+    )
     return run(job, plan, options, _target(options, alias), progress=_progress_sink(progress))
+
+
+def _open_checkpoint(
+    path: str | None, description: dict[str, Any], dry_run: bool
+) -> Checkpoint | None:
+    if path is None:
+        return None
+    if dry_run:
+        raise UsageError("--dry-run writes nothing, so it takes no --checkpoint")
+    return Checkpoint(path, description)
+
+
+def _resume_point(checkpoint: Checkpoint | None) -> tuple[list[tuple[Any, Any]], int]:
+    """Committed key ranges to skip, and the index of the first new chunk."""
+    if checkpoint is None:
+        return [], 0
+    return checkpoint.done_ranges(), max(checkpoint.done_indexes(), default=-1) + 1
 
 
 def _writer(method: str, alias: str, operation: str) -> str:
@@ -258,6 +283,7 @@ def _load(
     rejects: str | None,
     max_rejects: int | None,
     dry_run: bool,
+    checkpoint: str | None,
     progress: bool | ProgressSink,
 ) -> Report:
     import itertools
@@ -285,6 +311,7 @@ def _load(
     source = as_source(rows, format)
     records = iter(source)
     first = next(records, None)
+    _refuse_empty_file(source, first)
     if first is None:
         columns = ColumnPlan()
     else:
@@ -341,6 +368,7 @@ def _load(
         insert_pk=meta.pk.name in supplied,
         writer=_writer(method, alias, "create-ignore" if ignore_conflicts else operation),
     )
+    journal = _open_checkpoint(checkpoint, _load_description(job, source, chunk), dry_run)
     stream = itertools.chain([first] if first is not None else [], records)
     sized = len(rows) if hasattr(rows, "__len__") and not isinstance(rows, str) else None
     plan = Plan(
@@ -348,8 +376,37 @@ def _load(
         total=source.total_bytes if source.total_bytes is not None else sized,
         unit="bytes" if source.total_bytes is not None else "rows",
         counts_input=True,
+        checkpoint=journal,
     )
     return run(job, plan, options, _target(options, alias), progress=_progress_sink(progress))
+
+
+def _refuse_empty_file(source: Any, first: Any) -> None:
+    """An input file with no records is almost always a mistake upstream: say so."""
+    from bulkpar.errors import InputError
+    from bulkpar.sources import FileSource
+
+    if first is None and isinstance(source, FileSource):
+        raise InputError(
+            f"input {source.name} holds no records (an empty file, or a CSV header "
+            "alone); nothing to load: check the export that produced it"
+        )
+
+
+def _load_description(job: Any, source: Any, chunk: int) -> dict[str, Any]:
+    """What identifies a load (or an input save) for a checkpoint fingerprint."""
+    return {
+        "operation": job.operation,
+        "model": job.model,
+        "database": job.database,
+        "input": source.identity(),
+        "columns": repr(job.columns),
+        "unique": list(getattr(job, "unique", ())),
+        "update": list(getattr(job, "update", ())),
+        "match": list(getattr(job, "match", ())),
+        "ignore_conflicts": getattr(job, "ignore_conflicts", False),
+        "chunk": chunk,
+    }
 
 
 def create(
@@ -372,6 +429,7 @@ def create(
     rejects: str | None = None,
     max_rejects: int | None = None,
     dry_run: bool = False,
+    checkpoint: str | None = None,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Insert records into ``model`` in parallel chunks.
@@ -423,6 +481,7 @@ def create(
         rejects=rejects,
         max_rejects=max_rejects,
         dry_run=dry_run,
+        checkpoint=checkpoint,
         progress=progress,
     )
 
@@ -448,6 +507,7 @@ def upsert(
     rejects: str | None = None,
     max_rejects: int | None = None,
     dry_run: bool = False,
+    checkpoint: str | None = None,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Update-or-create records in ``model`` (a bulk ``update_or_create``), in parallel.
@@ -493,6 +553,7 @@ def upsert(
         rejects=rejects,
         max_rejects=max_rejects,
         dry_run=dry_run,
+        checkpoint=checkpoint,
         progress=progress,
     )
 
@@ -520,6 +581,7 @@ def save(
     rejects: str | None = None,
     max_rejects: int | None = None,
     dry_run: bool = False,
+    checkpoint: str | None = None,
     progress: bool | ProgressSink = False,
 ) -> Report:
     """Call ``save()`` on every object, in parallel chunks, so signals and overrides run.
@@ -584,6 +646,7 @@ def save(
         input_source = as_source(rows, format)
         records = iter(input_source)
         first = next(records, None)
+        _refuse_empty_file(input_source, first)
         columns = ColumnPlan()
         if first is not None:
             columns = plan_columns(
@@ -601,12 +664,14 @@ def save(
             model=model_label(model), database=alias, columns=columns, match=match_names,
             transaction=transaction,
         )  # fmt: skip
+        journal = _open_checkpoint(checkpoint, _load_description(job, input_source, chunk), dry_run)
         stream = itertools.chain([first] if first is not None else [], records)
         plan = Plan(
             chunks=plan_batches(stream, chunk, input_source.bytes_read),
             total=input_source.total_bytes,
             unit="bytes" if input_source.total_bytes is not None else "rows",
             counts_input=True,
+            checkpoint=journal,
         )
     else:
         queryset = _as_queryset(source)
@@ -624,8 +689,17 @@ def save(
             transaction=transaction,
         )
         update_job = UpdateJob(model=job.model, database=alias, query=job.query or b"", chunk=chunk)
-        matched = update_job.total_rows()
-        plan = Plan(chunks=update_job.plan(), total=matched, matched=matched)
+        description = {**update_job.describe(), "operation": "save", "func": repr(job.func),
+                       "fields": list(update_fields), "transaction": transaction}  # fmt: skip
+        journal = _open_checkpoint(checkpoint, description, dry_run)
+        skip, first_index = _resume_point(journal)
+        matched = update_job.total_rows(skip)
+        plan = Plan(
+            chunks=update_job.plan(skip, first_index),
+            total=matched,
+            matched=matched,
+            checkpoint=journal,
+        )
     check_database(alias)
     notes: tuple[str, ...] = ()
     if dry_run:

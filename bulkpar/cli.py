@@ -24,7 +24,6 @@ from bulkpar.errors import BulkparError, UsageError
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_FAILED_CHUNKS = 1
-EXIT_INTERRUPTED = 130
 
 
 @contextlib.contextmanager
@@ -146,6 +145,12 @@ def _add_run_options(func: F, chunk: int) -> F:
             "rest and reject the bad rows (see --rejects).",
         ),
         click.option(
+            "--checkpoint",
+            metavar="FILE",
+            help="Journal of committed chunks: run the same command again with the same "
+            "file to resume where an interrupted run stopped.",
+        ),
+        click.option(
             "--dry-run",
             is_flag=True,
             help="Do everything inside transactions that are rolled back, and report "
@@ -180,8 +185,10 @@ def _finish(report: Any, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), default=str))
     else:
         render_report(report, Console())
+    if report.stopped:
+        click.echo(f"Error: {report.stopped}", err=True)
     if report.interrupted:
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(128 + (report.signal or 2))  # 130 for SIGINT, 143 for SIGTERM
     if not report.ok:
         sys.exit(EXIT_FAILED_CHUNKS)
 
@@ -261,6 +268,7 @@ def _run_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         "retries": params["retries"],
         "on_error": params["on_error"],
         "dry_run": params["dry_run"],
+        "checkpoint": params["checkpoint"],
         "progress": _progress_sink(params["quiet"]),
     }
 

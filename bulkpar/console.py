@@ -159,6 +159,13 @@ def render_report(report: Report, console: Console) -> None:
     ]
     if report.retries:
         rows.append(("transient errors retried", _count(report.retries)))
+    if report.workers_lost:
+        rows.append(("worker processes lost and replaced", _count(report.workers_lost)))
+    if report.resumed_chunks:
+        rows.append(
+            ("resumed: chunks done by an earlier run",
+             f"{report.resumed_chunks:,} ({report.resumed_rows:,} rows)")
+        )  # fmt: skip
     for label, value in rows:
         table.add_row(label, value)
     console.print(table)
@@ -177,5 +184,9 @@ def render_report(report: Report, console: Console) -> None:
         console.print(f"rejected records written to {report.rejects_file}")
     if report.stopped:
         console.print(f"[red]stopped:[/red] {report.stopped}")
+    if report.interrupted and report.checkpoint:
+        console.print(
+            f"run the same command again to resume from the checkpoint {report.checkpoint}"
+        )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

@@ -65,7 +65,7 @@ def make_executor(options: RunOptions, target: Target) -> tuple[Executor, str | 
                 f"--setup {target.setup} failed: {type(exc).__name__}: {exc}"
             ) from exc
         return SerialExecutor(), None
-    initargs = (target.settings, target.pythonpath, target.database, target.setup)
+    initargs = (target.settings, target.pythonpath, target.database, target.setup, target.environ)
     if options.executor == "thread":
         executor = ThreadPoolExecutor(
             max_workers=options.workers,

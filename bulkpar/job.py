@@ -25,13 +25,16 @@ class Target:
     """Where a worker finds the project: settings module, import path, database alias.
 
     ``setup`` is an optional ``module:callable`` run once in every worker after
-    ``django.setup()`` (warming caches, connecting clients).
+    ``django.setup()`` (warming caches, connecting clients). ``environ`` is the
+    parent's environment when the run started: a forkserver started by an
+    earlier run would otherwise hand workers the environment of *that* time.
     """
 
     settings: str
     pythonpath: tuple[str, ...]
     database: str
     setup: str | None = None
+    environ: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def current(cls, database: str, setup: str | None = None) -> Target:
@@ -56,6 +59,7 @@ class Target:
             pythonpath=tuple(p for p in sys.path if p),
             database=database,
             setup=setup,
+            environ=tuple(os.environ.items()),
         )
 
 

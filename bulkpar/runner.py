@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -209,11 +212,17 @@ class _Scheduler:
 
     def __post_init__(self) -> None:
         self.rejects = RejectLog(self.options.rejects)
+        self.result_dir = (
+            tempfile.mkdtemp(prefix="bulkpar-results-")
+            if self.options.executor == "process"
+            else None
+        )
         self.chunk_options = worker.ChunkOptions(
             retries=self.options.retries,
             bisect=self.options.on_error == "bisect",
             dry_run=self.options.dry_run,
             close_after=self.options.executor == "thread",
+            result_dir=self.result_dir,
         )
         self.skip = self.plan.checkpoint.done_indexes() if self.plan.checkpoint else set()
         self.chunks: Iterator[Any] = iter(self.plan.chunks)
@@ -230,6 +239,8 @@ class _Scheduler:
         self.rejects.close()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.result_dir is not None:
+            shutil.rmtree(self.result_dir, ignore_errors=True)
 
     @contextlib.contextmanager
     def signals(self) -> Iterator[None]:
@@ -314,6 +325,13 @@ class _Scheduler:
         except BrokenProcessPool:
             self._replace_pool(chunk)
             return
+        self._record(chunk, result)
+
+    def _record(self, chunk: Any, result: ChunkResult) -> None:
+        """Count a chunk's result, journal it, show it, and decide whether to go on."""
+        if self.result_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(worker.result_path(self.result_dir, chunk.index))
         self.results.append(result)
         self.rejects.write(result.rejects)
         self.rejected += result.rejected
@@ -331,7 +349,13 @@ class _Scheduler:
             )
 
     def _replace_pool(self, first: Any) -> None:
-        """A worker died: start a new pool and rerun every chunk that was in flight."""
+        """A worker died: start a new pool and rerun the chunks that did not finish.
+
+        When one worker dies the pool ends the others too and drops every
+        result it had not delivered yet, including those of chunks that had
+        committed. Workers also leave each result in ``result_dir`` right
+        after the commit, so those chunks are counted, not run twice.
+        """
         lost = [first, *self.in_flight.values()]
         for future in list(self.in_flight):
             with contextlib.suppress(Exception):
@@ -343,6 +367,10 @@ class _Scheduler:
         self.executor, self.start_method = make_executor(self.options, self.target)
         warm_up(self.executor, self.workers)
         for chunk in lost:
+            finished = worker.load_result(self.result_dir, chunk.index) if self.result_dir else None
+            if finished is not None:
+                self._record(chunk, finished)
+                continue
             deaths = self.deaths.get(chunk.index, 0) + 1
             self.deaths[chunk.index] = deaths
             if deaths > self.options.retries:

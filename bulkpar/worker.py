@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import signal
 import threading
@@ -39,13 +40,18 @@ class WorkerInfo:
 
 
 def init_worker(
-    settings: str, pythonpath: tuple[str, ...], database: str, setup: str | None = None
+    settings: str,
+    pythonpath: tuple[str, ...],
+    database: str,
+    setup: str | None = None,
+    environ: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Pool initializer: load Django, tune the connection, run the user's set-up.
 
-    SIGINT is ignored in worker processes: on Ctrl-C the parent decides what
-    happens (let in-flight chunks finish, then stop), so a chunk is never cut
-    in half by the terminal's signal reaching the whole process group.
+    SIGINT and SIGTERM are ignored in worker processes: the parent decides
+    what happens (let in-flight chunks finish, then stop; or end the workers
+    at once on a second signal), so a chunk is never cut in half by a
+    terminal's Ctrl-C or a supervisor's SIGTERM reaching the process group.
     Errors are stored, not raised, and reported by :func:`ping`, so the
     parent can show the real message instead of a BrokenProcessPool.
     """
@@ -53,6 +59,10 @@ def init_worker(
     start = time.perf_counter()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if environ:  # the parent's environment now, not the forkserver's from earlier
+        os.environ.clear()
+        os.environ.update(environ)
     try:
         from bulkpar.django_setup import add_pythonpath, setup_django
 
@@ -127,12 +137,16 @@ class ChunkOptions:
             isolated; the good rows commit and each bad row is rejected.
         dry_run: roll every transaction back (report what would be written).
         close_after: close the connection after the chunk (thread executor).
+        result_dir: process pools: where each chunk's result is also written,
+            right after its commit, so that a result the pool loses when a
+            worker dies is still known (and the committed chunk is not rerun).
     """
 
     retries: int = 5
     bisect: bool = False
     dry_run: bool = False
     close_after: bool = False
+    result_dir: str | None = None
 
 
 def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
@@ -158,17 +172,21 @@ def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
         if isinstance(outcome, BaseException) and options.bisect:
             outcome = _bisect(job, chunk, options, outcome)
         if isinstance(outcome, BaseException):
-            return _failure(job, chunk, outcome, start)
-        counts, phases, retries = outcome
-        return ChunkResult(
-            index=chunk.index,
-            label=chunk.label,
-            seconds=time.perf_counter() - start,
-            phases=phases,
-            retries=retries,
-            worker=os.getpid(),
-            **counts,
-        )
+            result = _failure(job, chunk, outcome, start)
+        else:
+            counts, phases, retries = outcome
+            result = ChunkResult(
+                index=chunk.index,
+                label=chunk.label,
+                seconds=time.perf_counter() - start,
+                phases=phases,
+                retries=retries,
+                worker=os.getpid(),
+                **counts,
+            )
+        if options.result_dir is not None:
+            save_result(options.result_dir, result)
+        return result
     finally:
         if options.close_after:
             connection.close()
@@ -259,6 +277,28 @@ def _failure(job: Any, chunk: Any, exc: BaseException, start: float) -> ChunkRes
         row=row,
         worker=os.getpid(),
     )
+
+
+def result_path(folder: str, index: int) -> str:
+    """Where chunk ``index``'s result is kept while the run lasts."""
+    return os.path.join(folder, f"{index}.result")
+
+
+def save_result(folder: str, result: ChunkResult) -> None:
+    """Write ``result`` atomically (a reader never sees half a file)."""
+    path = result_path(folder, result.index)
+    with open(f"{path}.{os.getpid()}", "wb") as file:
+        pickle.dump(result, file)
+    os.replace(f"{path}.{os.getpid()}", path)
+
+
+def load_result(folder: str, index: int) -> ChunkResult | None:
+    """The saved result of chunk ``index``, if its worker got that far."""
+    try:
+        with open(result_path(folder, index), "rb") as file:
+            return pickle.load(file)  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
 
 
 def _failed_rows(job: Any, chunk: Any) -> int:

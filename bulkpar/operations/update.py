@@ -24,7 +24,7 @@ import operator
 import pickle
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,27 +48,59 @@ class PkRange:
         return f"pk in ({self.lo!r}, {self.hi!r}]"
 
 
-def plan_pk_ranges(queryset: Any, chunk: int) -> Iterator[PkRange]:
+def plan_pk_ranges(
+    queryset: Any, chunk: int, *, skip: Sequence[tuple[Any, Any]] = (), first_index: int = 0
+) -> Iterator[PkRange]:
     """Yield primary-key ranges of ``chunk`` rows each over ``queryset``, lazily.
 
     Keyset pagination: each boundary is found by one indexed probe starting
     after the previous boundary, so the ranges stay disjoint and cover every
     row even while workers are already changing earlier ranges.
+
+    Args:
+        skip: ``(lo, hi]`` ranges already done (sorted, merged; from a
+            checkpoint): only the gaps between them are planned.
+        first_index: the index of the first range yielded.
     """
-    keys = queryset.order_by("pk").values_list("pk", flat=True)
-    lo: Any = None
-    index = 0
-    while True:
-        page = keys if lo is None else keys.filter(pk__gt=lo)
-        hi = next(iter(page[chunk - 1 : chunk]), None)
-        if hi is None:
-            hi = next(iter(page.order_by("-pk")[:1]), None)
-            if hi is not None:
-                yield PkRange(index, lo, hi)
-            return
-        yield PkRange(index, lo, hi)
-        index += 1
-        lo = hi
+    index = first_index
+    for gap_lo, gap_hi in _gaps(skip):
+        keys = queryset.order_by("pk").values_list("pk", flat=True)
+        if gap_hi is not None:
+            keys = keys.filter(pk__lte=gap_hi)
+        lo: Any = gap_lo
+        while True:
+            page = keys if lo is None else keys.filter(pk__gt=lo)
+            hi = next(iter(page[chunk - 1 : chunk]), None)
+            if hi is None:
+                hi = next(iter(page.order_by("-pk")[:1]), None)
+                if hi is not None:
+                    yield PkRange(index, lo, hi)
+                    index += 1
+                break
+            yield PkRange(index, lo, hi)
+            index += 1
+            lo = hi
+
+
+def _gaps(done: Sequence[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """The ``(lo, hi]`` stretches of key space outside ``done`` (None: unbounded)."""
+    gaps: list[tuple[Any, Any]] = []
+    previous: Any = None
+    for lo, hi in done:
+        if lo is not None:
+            gaps.append((previous, lo))
+        previous = hi
+    gaps.append((previous, None))
+    return gaps
+
+
+def exclude_ranges(queryset: Any, done: Sequence[tuple[Any, Any]]) -> Any:
+    """``queryset`` without the rows inside the ``(lo, hi]`` ranges of ``done``."""
+    for lo, hi in done:
+        queryset = (
+            queryset.exclude(pk__lte=hi) if lo is None else queryset.exclude(pk__gt=lo, pk__lte=hi)
+        )
+    return queryset
 
 
 def split_pk_range(chunk: PkRange, pks: list[Any]) -> list[PkRange] | None:
@@ -144,11 +176,28 @@ class UpdateJob:
         queryset.query = pickle.loads(self.query)
         return queryset
 
-    def total_rows(self) -> int:
-        return int(self.queryset().count())
+    def total_rows(self, skip: Sequence[tuple[Any, Any]] = ()) -> int:
+        """Rows selected, outside the ``skip`` ranges."""
+        return int(exclude_ranges(self.queryset(), skip).count())
 
-    def plan(self) -> Iterator[PkRange]:
-        return plan_pk_ranges(self.queryset(), self.chunk)
+    def plan(self, skip: Sequence[tuple[Any, Any]] = (), first_index: int = 0) -> Iterator[PkRange]:
+        """The chunks, planned lazily (see :func:`plan_pk_ranges`)."""
+        return plan_pk_ranges(self.queryset(), self.chunk, skip=skip, first_index=first_index)
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this job for a checkpoint fingerprint."""
+        sql, params = self.queryset().query.sql_with_params()
+        return {
+            "operation": self.operation,
+            "model": self.model,
+            "database": self.database,
+            "selection": [sql, [repr(p) for p in params]],
+            "set": [[name, repr(value)] for name, value in self.assignments],
+            "func": self.func if isinstance(self.func, str) else repr(self.func),
+            "fields": list(self.fields),
+            "touch": self.touch,
+            "chunk": self.chunk,
+        }
 
     def chunk_rows(self, chunk: PkRange) -> int:
         """Rows currently selected inside ``chunk`` (for reporting a failed chunk)."""

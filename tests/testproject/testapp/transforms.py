@@ -98,3 +98,88 @@ def relocate_restaurant(obj: Restaurant) -> None:
     """Change a parent-table field (city) and a child-table field (seats) of a Restaurant."""
     obj.city = "Rome"
     obj.seats += 1
+
+
+# -- fault injection for the reliability tests ------------------------------------------
+# Each hook fires once per test run: it first creates a marker file in the directory
+# named by $BULKPAR_TEST_MARKERS, and does nothing if the marker is already there.
+
+
+def _first_time(name: str) -> bool:
+    """True exactly once per marker name (atomic across processes: O_EXCL)."""
+    import os
+
+    path = os.path.join(os.environ["BULKPAR_TEST_MARKERS"], name)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+def bump_and_interrupt(obj: Person) -> None:
+    """Bump the score; at user500, send SIGINT to the bulkpar process (the group leader)."""
+    import os
+    import signal
+
+    obj.score += 1
+    if obj.username == "user500" and _first_time("interrupt"):
+        os.kill(os.getpgid(0), signal.SIGINT)
+
+
+def bump_and_die(obj: Person) -> None:
+    """Bump the score; at user1500, the worker process kills itself with SIGKILL."""
+    import os
+    import signal
+
+    obj.score += 1
+    if obj.username == "user1500" and _first_time("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def bump_and_lose_connection(obj: Person) -> None:
+    """Bump the score; at user700, PostgreSQL terminates this worker's own backend."""
+    from django.db import connection
+
+    obj.score += 1
+    if obj.username == "user700" and _first_time("terminate"):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+def bump_and_deadlock(obj: Person) -> None:
+    """Bump the score; the first rows of the two chunks lock each other's rows.
+
+    Chunk A (pk 1..N) locks the first row of chunk B and B locks pk 1; each
+    waits until the other holds its lock, then asks for its own first row: a
+    real deadlock, which the database breaks by failing one transaction.
+    """
+    import os
+    import time
+
+    from django.db import connection
+
+    obj.score += 1
+    first_of_b = int(os.environ["BULKPAR_TEST_DEADLOCK_PK"])
+    if obj.pk not in (1, first_of_b):
+        return
+    me, other = ("a", "b") if obj.pk == 1 else ("b", "a")
+    if not _first_time(f"deadlock-{me}"):
+        return
+    table = connection.ops.quote_name(obj._meta.db_table)
+    theirs = first_of_b if me == "a" else 1
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [theirs])
+        _first_time(f"locked-{me}")
+        ready = os.path.join(os.environ["BULKPAR_TEST_MARKERS"], f"locked-{other}")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(ready) and time.monotonic() < deadline:
+            time.sleep(0.01)  # a barrier between the two workers, not a timing guess
+        cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [obj.pk])
+
+
+def bump_unless_cursed(obj: Person) -> None:
+    """Bump the score; three scattered rows raise (for --on-error bisect)."""
+    if obj.username in ("user17", "user4242", "user9999"):
+        raise ValueError(f"cursed row {obj.username}")
+    obj.score += 1

@@ -297,6 +297,15 @@ class _Scheduler:
             self.stopped = "stopped at once by a second interrupt; chunks in flight rolled back"
             if self.signal_number is None:
                 self.signal_number = signal.SIGINT
+            self._salvage()
+
+    def _salvage(self) -> None:
+        """Count (and journal) the chunks in flight that committed before the workers died."""
+        for chunk in list(self.in_flight.values()):
+            finished = worker.load_result(self.result_dir, chunk.index) if self.result_dir else None
+            if finished is not None:
+                self._record(chunk, finished)
+        self.in_flight.clear()
 
     def _next_chunk(self) -> Any:
         while True:

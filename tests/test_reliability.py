@@ -56,6 +56,33 @@ def test_sigint_then_resume_from_the_checkpoint(people, run_cli, markers, tmp_pa
     assert bumped_exactly_once(3000)
 
 
+def test_sigterm_stops_in_order(people, run_cli, markers, tmp_path):
+    people(3000)
+    result = run_cli("update", *MODEL, "--func", f"{T}:bump_and_terminate", "--chunk", "100",
+                     "--workers", "2", "--json")  # fmt: skip
+    assert result.returncode == 143, result.stderr
+    report = json.loads(result.stdout)
+    assert report["signal"] == 15 and 0 < report["written"] < 3000
+    assert Person.objects.filter(score=F("id")).count() == report["written"]
+    assert not Person.objects.filter(score__gt=F("id")).exists()
+
+
+def test_second_interrupt_stops_at_once_and_resume_finishes(people, run_cli, markers, tmp_path):
+    people(3000)
+    journal = tmp_path / "job.checkpoint"
+    command = ("update", *MODEL, "--func", f"{T}:bump_and_interrupt_twice", "--chunk", "100",
+               "--workers", "2", "--checkpoint", journal, "--json")  # fmt: skip
+    first = run_cli(*command)
+    assert first.returncode == 130, first.stderr
+    report = json.loads(first.stdout)
+    assert "stopped at once" in report["stopped"]
+    # the stuck chunk was killed with its worker, uncommitted; the report counts what committed
+    assert Person.objects.filter(score=F("id")).count() == report["written"] < 3000
+    second = run_cli(*command)
+    assert second.returncode == 0, second.stderr
+    assert bumped_exactly_once(3000)
+
+
 def test_checkpoint_refuses_a_different_job(people, run_cli, tmp_path):
     people(10)
     journal = tmp_path / "job.checkpoint"

@@ -183,3 +183,31 @@ def bump_unless_cursed(obj: Person) -> None:
     if obj.username in ("user17", "user4242", "user9999"):
         raise ValueError(f"cursed row {obj.username}")
     obj.score += 1
+
+
+def bump_and_terminate(obj: Person) -> None:
+    """Bump the score; at user500, send SIGTERM to the bulkpar process."""
+    import os
+    import signal
+
+    obj.score += 1
+    if obj.username == "user500" and _first_time("terminate-parent"):
+        os.kill(os.getpgid(0), signal.SIGTERM)
+
+
+def bump_and_interrupt_twice(obj: Person) -> None:
+    """Bump the score; at user500, interrupt twice (SIGINT, then SIGTERM), then hang.
+
+    The hang stands for a transform stuck on a slow row: only "stop at once"
+    ends it. Two signals of one kind sent back to back may merge into one
+    delivery, so the second is a SIGTERM (bulkpar treats any second signal alike).
+    """
+    import os
+    import signal
+    import time
+
+    obj.score += 1
+    if obj.username == "user500" and _first_time("interrupt-twice"):
+        os.kill(os.getpgid(0), signal.SIGINT)
+        os.kill(os.getpgid(0), signal.SIGTERM)
+        time.sleep(120)  # stuck until bulkpar kills this worker

@@ -601,6 +601,158 @@ def save(**params: Any) -> None:
     _finish(report, params["as_json"])
 
 
+@cli.command(
+    context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.argument("operation", type=click.Choice(["update", "create", "upsert", "save"]))
+@project_options
+@click.option(
+    "--workers",
+    "workers_list",
+    default="1,2",
+    show_default=True,
+    metavar="N,N",
+    help="Worker counts to try.",
+)
+@click.option(
+    "--chunk",
+    "chunk_list",
+    default="1000",
+    show_default=True,
+    metavar="N,N",
+    help="Chunk sizes to try.",
+)
+@click.option(
+    "--method",
+    "method_list",
+    default="auto",
+    show_default=True,
+    metavar="M,M",
+    help="Writers to try (auto, django, values, copy).",
+)
+@click.option(
+    "--executor",
+    "executor_list",
+    default="process",
+    show_default=True,
+    metavar="E,E",
+    help="Executors to try (process, thread, serial).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Runs per combination (interleaved).",
+)
+@click.option(
+    "--commit",
+    is_flag=True,
+    help="Let the writes stand. Without it every run is a dry run: the real "
+    "write cost is measured inside transactions that are rolled back.",
+)
+@click.option(
+    "--confirm-database",
+    metavar="NAME",
+    help="With --commit: the NAME of the database the writes go to, as a "
+    "safeguard (bench refuses to commit to any other).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw runs and the summary as JSON.")
+@click.option(
+    "--plot",
+    "plot_path",
+    metavar="FILE.png",
+    help="Draw rows/s against workers (needs matplotlib).",
+)
+@click.pass_context
+def bench(ctx: click.Context, **params: Any) -> None:
+    """Time OPERATION over a grid of settings on your own model and data.
+
+    \b
+    Examples:
+      bulkpar bench update --model app.User --func fixes:normalize \\
+          --workers 1,2,4 --chunk 500,2000 --method auto,django --repeat 3 --plot bench.png
+      bulkpar bench upsert --model app.Event --input events.jsonl --unique external_id \\
+          --workers 1,2 --json > bench.json
+
+    Every other option is passed to 'bulkpar OPERATION' unchanged. Each run is
+    a fresh 'bulkpar OPERATION --dry-run' process (start-up included): your
+    data is untouched unless --commit. The serial run with Django's own method
+    is always included as the reference for the speed-ups.
+    """
+    from rich.console import Console
+
+    from bulkpar import bench as benchmarks
+    from bulkpar.console import render_bench
+    from bulkpar.django_setup import check_database, setup_django
+
+    with errors_as_click_exceptions(params["traceback"]):
+        operation = params["operation"]
+        extra = list(ctx.args)
+        if "-" in extra:
+            raise UsageError("bench runs the input many times: give --input a file, not -")
+        forwarded = [*extra, "--database", params["database"]]
+        if params["settings"]:
+            forwarded += ["--settings", params["settings"]]
+        for path in params["pythonpath"]:
+            forwarded += ["--pythonpath", path]
+        setup_django(params["settings"], params["pythonpath"])
+        check_database(params["database"])
+        if params["commit"]:
+            _confirm_database(params["database"], params["confirm_database"])
+        combos = benchmarks.grid(
+            operation,
+            extra,
+            benchmarks.parse_list(params["workers_list"], "--workers", int),
+            benchmarks.parse_list(params["chunk_list"], "--chunk", int),
+            benchmarks.parse_list(params["method_list"], "--method"),
+            benchmarks.parse_list(params["executor_list"], "--executor"),
+        )
+        console = Console(stderr=True)
+        total = len(combos) * params["repeat"]
+        done = [0]
+
+        def on_run(run: benchmarks.BenchRun) -> None:
+            done[0] += 1
+            state = f"{run.seconds:.2f}s" if run.ok else f"[red]failed: {run.error}[/red]"
+            console.print(f"[{done[0]}/{total}] {run.combo.label}: {state}", highlight=False)
+
+        result = benchmarks.run_grid(
+            operation,
+            forwarded,
+            combos,
+            repeat=params["repeat"],
+            commit=params["commit"],
+            machine=benchmarks.machine_info(params["database"]),
+            on_run=None if params["as_json"] else on_run,
+        )
+        if params["plot_path"]:
+            benchmarks.plot(result, params["plot_path"])
+    if params["as_json"]:
+        click.echo(json.dumps(result.to_dict(), default=str))
+    else:
+        # a file or a pipe gets the whole table, not one folded to 80 columns
+        render_bench(result, Console(width=None if sys.stdout.isatty() else 140))
+    if any(row["failed"] for row in result.summary):
+        sys.exit(EXIT_FAILED_CHUNKS)
+
+
+def _confirm_database(alias: str, confirmed: str | None) -> None:
+    from django.db import connections
+
+    name = str(connections[alias].settings_dict.get("NAME"))
+    if confirmed is None:
+        raise UsageError(
+            f"--commit lets every run's writes stand in database {name!r}: "
+            f"add --confirm-database {name} to go ahead"
+        )
+    if confirmed not in (name, os.path.basename(name)):
+        raise UsageError(
+            f"--confirm-database {confirmed!r} does not match the database of alias "
+            f"{alias!r} ({name!r}); nothing was run"
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="bulkpar")

@@ -190,3 +190,43 @@ def render_report(report: Report, console: Console) -> None:
         )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def render_bench(result: Any, console: Console) -> None:
+    """The bench table: one row per setting, the fastest highlighted, and the advice."""
+    machine = result.machine
+    console.print(
+        f"[bold]bulkpar bench {result.operation}[/bold] — {machine['cpus']} CPUs "
+        f"({machine['cpu_model']}), Python {machine['python']}, Django {machine['django']}, "
+        f"{machine['database']}" + ("" if result.committed else " — dry runs, nothing kept"),
+        highlight=False,
+    )
+    timed = [r for r in result.summary if r["median_seconds"] is not None and not r["failed"]]
+    fastest = min(timed, key=lambda r: r["median_seconds"]) if timed else None
+    table = Table(show_lines=False)
+    columns = ("workers", "chunk", "method", "executor", "median s", "min–max s", "rows/s",
+               "speed-up", "peak MB")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("method", "executor") else "right")
+    for row in result.summary:
+        combo = row["combo"]
+        setting = [
+            str(combo["workers"]),
+            str(combo["chunk"]),
+            combo["method"] or "-",
+            combo["executor"] + (" (reference)" if row["reference"] else ""),
+        ]
+        if row["median_seconds"] is None:
+            table.add_row(*setting, "failed", "", "", "", "", style="red")
+            continue
+        table.add_row(
+            *setting,
+            f"{row['median_seconds']:.3f}",
+            f"{row['min_seconds']:.3f}–{row['max_seconds']:.3f}",
+            f"{row['rows_per_second']:,.0f}",
+            f"{row['speedup']:.2f}×" if row["speedup"] else "",
+            f"{row['peak_rss_mb']:.0f}",
+            style="bold green" if row is fastest else None,
+        )
+    console.print(table)
+    console.print(result.recommendation, highlight=False)

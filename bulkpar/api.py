@@ -30,7 +30,7 @@ def _as_queryset(source: Any) -> Any:
     if isinstance(source, models.QuerySet):
         if source.query.is_sliced:
             raise UsageError("sliced querysets cannot be chunked: filter instead of slicing")
-        if source.query.values_select or source._fields is not None:
+        if source.query.values_select or getattr(source, "_fields", None) is not None:
             raise UsageError("pass a queryset of model instances, not .values()/.values_list()")
         return source
     raise UsageError(f"expected a model class or a QuerySet, got {type(source).__name__}")

@@ -189,8 +189,8 @@ def summarise(runs: Sequence[BenchRun]) -> list[dict[str, Any]]:
     by_combo: dict[Combo, list[BenchRun]] = {}
     for run in runs:
         by_combo.setdefault(run.combo, []).append(run)
-    reference_seconds = None
-    rows_out = []
+    reference_seconds: float | None = None
+    rows_out: list[dict[str, Any]] = []
     for combo, combo_runs in by_combo.items():
         good = [r for r in combo_runs if r.ok]
         seconds = [r.seconds for r in good]
@@ -212,9 +212,9 @@ def summarise(runs: Sequence[BenchRun]) -> list[dict[str, Any]]:
             "error": next((r.error for r in combo_runs if r.error), None),
         })  # fmt: skip
     for row in rows_out:
-        median = row["median_seconds"]
+        row_median = row["median_seconds"]
         row["speedup"] = (
-            round(reference_seconds / median, 2) if reference_seconds and median else None
+            round(reference_seconds / row_median, 2) if reference_seconds and row_median else None
         )
     return rows_out
 

@@ -107,9 +107,14 @@ class Chunk(Protocol):
 class Job(Protocol):
     """An operation's description, executed chunk by chunk in workers."""
 
-    operation: str
-    model: str
-    database: str
+    @property
+    def operation(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def database(self) -> str: ...
 
     @property
     def method(self) -> str: ...

@@ -108,7 +108,11 @@ class FileSource:
     def __iter__(self) -> Iterator[Record]:
         raw: IO[bytes] = sys.stdin.buffer if self.path == "-" else open(self.path, "rb")  # noqa: SIM115
         self._raw = raw
-        stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if self.path.endswith(".gz") else raw
+        stream: IO[bytes] = (
+            gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+            if self.path.endswith(".gz")
+            else raw
+        )
         try:
             yield from self._records(stream)
         except (OSError, EOFError, zlib.error) as exc:

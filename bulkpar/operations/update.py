@@ -248,7 +248,7 @@ class UpdateJob:
         start = time.perf_counter()
         rows = self._range(chunk)
         matched = rows.count()
-        differs = []
+        differs: list[Any] = []
         for name, value in self.assignments:
             field = model._meta.get_field(name)
             if field.get_internal_type() == "JSONField":

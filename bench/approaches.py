@@ -4,7 +4,7 @@ An approach is one complete program that does one job to the seeded table.
 The harness (``bench/run.py``) runs each in a fresh process, times it from
 process start to exit and checks the table afterwards, so an approach only
 says *which command to run* (:meth:`Approach.command`) and *what its output
-must say* (:meth:`Approach.outcome`). Two kinds exist:
+must say* (:meth:`Approach.outcome`). Three kinds exist:
 
 * :class:`CliApproach` runs the real ``bulkpar`` executable and reads its
   ``--json`` report.
@@ -242,6 +242,10 @@ def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
     Args:
         workers: worker counts for every approach that has a pool; None keeps
             the defaults (bulkpar --func with 1 and 2, the others with 2).
+
+    ``bulkpar-func-django-wN`` is ``bulkpar-func-wN`` with ``--method django``:
+    the same ``bulk_update`` writer as the peers, so that comparing the two
+    separates what bulkpar's scheduling gains from what its writer gains.
     """
     func_workers = list(workers or (1, 2))
     pool_workers = list(workers or (2,))
@@ -278,6 +282,18 @@ def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
                 job_args=("--func", BUMP_REF),
             )
             for n in func_workers
+        ),
+        *(
+            CliApproach(
+                name=f"bulkpar-func-django-w{n}",
+                group="update",
+                effect=bump,
+                description=f"bulkpar update --func {BUMP_REF} --method django --chunk 1000 "
+                f"--workers {n}: bulk_update, the peers' writer",
+                workers=n,
+                job_args=("--func", BUMP_REF, "--method", "django"),
+            )
+            for n in pool_workers
         ),
         PsqlApproach(
             name="sql-update-func-equivalent",

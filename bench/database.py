@@ -130,7 +130,7 @@ def seed(conn: psycopg.Connection[Any], rows: int) -> State:
     # No query parameters: the seed expressions use % (modulo), and rows is an int.
     conn.execute(
         f"INSERT INTO {TABLE} ({', '.join(columns)}) "
-        f"SELECT {', '.join(values)} FROM generate_series(1, {int(rows)}) AS i"
+        f"SELECT {', '.join(values)} FROM generate_series(1::bigint, {int(rows)}) AS i"
     )
     conn.execute(f"SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), {int(rows)})")
     conn.execute(f"VACUUM (ANALYZE) {TABLE}")

@@ -11,9 +11,13 @@ order rotates from one repeat to the next, so machine drift favours none):
 it re-seeds the table to the same state (untimed), runs the approach as a
 fresh process and times it from process start to exit, and checks every row
 of the table afterwards. A run whose table or output is wrong is reported as
-WRONG and not timed. The results (median, min and max seconds, rows per
-second, peak RSS of the process tree) are printed as a Markdown table and
-written to ``bench/results/<timestamp>-<name>.json`` and ``.md``.
+WRONG and not timed. Before each run it waits for other programs to go
+idle, and it redoes a run during which they used too much CPU
+(``--max-other-cpu``, ``--redo``); ``--bulkpar-rev REV`` benchmarks a
+snapshot of a commit instead of a working tree that may change meanwhile.
+The results (median, min and max seconds, rows per second, peak RSS of the
+process tree) are printed as a Markdown table and written to
+``bench/results/<timestamp>-<name>.json`` and ``.md``.
 
 ``python bench/run.py --child NAME`` is how the harness runs a script
 approach; it is not meant to be called by hand.
@@ -23,7 +27,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -47,30 +54,52 @@ from approaches import Approach, Outcome
 from database import REPO_ROOT
 
 RESULTS_DIR = database.BENCH_DIR / "results"
-#: Seconds between two samples of the process tree's memory.
-RSS_SAMPLE_INTERVAL = 0.1
+#: Seconds between two samples of /proc while a run is going.
+SAMPLE_INTERVAL = 0.1
+#: Other programs may use at most this much of one CPU before a run starts.
+QUIET_CPU = 0.15
+#: ... measured over windows of this many seconds.
+QUIET_WINDOW = 2.0
 
 
-class TreeRssSampler(threading.Thread):
-    """Samples the summed RSS of every process in one session, keeping the peak.
+class RunMonitor(threading.Thread):
+    """Samples ``/proc`` during a run: peak RSS of the run, CPU of everything else.
 
     The harness starts each run in a new session, so the session holds the
     run's whole process tree: pool workers, a forkserver and its children
     included (``getrusage`` misses those, as the forkserver reaps them). RSS is
     summed, so pages shared between processes are counted once per process.
+
+    *Other CPU* is the CPU time used during the run by processes that are not
+    the run's and not this harness: a concurrent test suite or build shows up
+    here, and so do PostgreSQL backends serving other databases. PostgreSQL's
+    own background processes and its backends for ``database`` count as the
+    run's. It misses processes that start and end between two samples, so it
+    is a lower bound.
     """
 
-    def __init__(self, session: int) -> None:
+    def __init__(self, session: int, database: str) -> None:
         super().__init__(daemon=True)
         self.session = session
+        self._our_backend = f" {database} ".encode()
+        self._postgres_is_other: dict[int, bool] = {}
         self.peak_bytes = 0
         self._stop_event = threading.Event()
         self._page_size = os.sysconf("SC_PAGE_SIZE")
+        self._first_cpu: dict[int, int] = {}
+        self._last_cpu: dict[int, int] = {}
+
+    @property
+    def other_cpu_seconds(self) -> float:
+        """CPU seconds used by other programs while the run went on."""
+        ticks = sum(self._last_cpu[pid] - self._first_cpu[pid] for pid in self._last_cpu)
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def run(self) -> None:
         while True:
             self.peak_bytes = max(self.peak_bytes, self._sample())
-            if self._stop_event.wait(RSS_SAMPLE_INTERVAL):
+            if self._stop_event.wait(SAMPLE_INTERVAL):
+                self._sample()
                 return
 
     def stop(self) -> None:
@@ -79,18 +108,63 @@ class TreeRssSampler(threading.Thread):
         self.join()
 
     def _sample(self) -> int:
-        total = 0
+        rss = 0
+        harness = os.getpid()
         for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
+            if not entry.name.isdigit() or int(entry.name) == harness:
                 continue
             try:
                 with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                    fields = stat.read().rsplit(b")", 1)[1].split()
+                    comm, _, rest = stat.read().partition(b" (")[2].rpartition(b")")
             except OSError:  # the process ended meanwhile
                 continue
-            if int(fields[3]) == self.session:  # field 6 of stat: session id
-                total += int(fields[21]) * self._page_size  # field 24: rss in pages
-        return total
+            fields = rest.split()  # fields[0] is field 3 of proc(5)'s stat
+            pid = int(entry.name)
+            if int(fields[3]) == self.session:  # field 6: session id
+                rss += int(fields[21]) * self._page_size  # field 24: rss in pages
+            elif not comm.startswith(b"postgres") or self._is_other_backend(pid):
+                cpu = int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
+                self._first_cpu.setdefault(pid, cpu)
+                self._last_cpu[pid] = cpu
+        return rss
+
+    def _is_other_backend(self, pid: int) -> bool:
+        """A PostgreSQL backend serving a client of another database."""
+        if pid not in self._postgres_is_other:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    title = cmdline.read()  # "postgres: 15/main: user dbname host(port) state"
+            except OSError:
+                return False
+            is_client = b"(" in title or b"[local]" in title
+            self._postgres_is_other[pid] = is_client and self._our_backend not in title
+        return self._postgres_is_other[pid]
+
+
+def wait_for_quiet_machine(limit: float) -> float:
+    """Wait until other programs use less than :data:`QUIET_CPU` of a CPU; returns seconds waited.
+
+    Measured over :data:`QUIET_WINDOW` from ``/proc/stat`` while nothing of the
+    benchmark runs. Gives up after ``limit`` seconds (the run is then flagged
+    by its *other CPU* figure).
+    """
+    start = time.perf_counter()
+    while True:
+        before = _busy_and_total_ticks()
+        time.sleep(QUIET_WINDOW)
+        after = _busy_and_total_ticks()
+        cpus = os.cpu_count() or 1
+        busy_cpus = (after[0] - before[0]) / max(after[1] - before[1], 1) * cpus
+        waited = time.perf_counter() - start
+        if busy_cpus < QUIET_CPU or waited >= limit:
+            return waited
+
+
+def _busy_and_total_ticks() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
 
 
 @dataclass(frozen=True)
@@ -99,6 +173,7 @@ class Execution:
 
     seconds: float
     peak_rss_mib: float
+    other_cpu_seconds: float
     returncode: int
     stdout: str
     stderr: str
@@ -124,8 +199,8 @@ def execute(command: Sequence[str], timeout: float, env: dict[str, str]) -> Exec
             stderr=stderr,
             start_new_session=True,
         )
-        sampler = TreeRssSampler(process.pid)
-        sampler.start()
+        monitor = RunMonitor(process.pid, database.database_settings()["NAME"])
+        monitor.start()
         output: list[bytes] = []
         reader = threading.Thread(target=_read_all, args=(process.stdout, output), daemon=True)
         reader.start()
@@ -145,11 +220,12 @@ def execute(command: Sequence[str], timeout: float, env: dict[str, str]) -> Exec
             killer.cancel()
         seconds = time.perf_counter() - start
         reader.join()
-        sampler.stop()
+        monitor.stop()
         stderr.seek(0)
         return Execution(
             seconds=seconds,
-            peak_rss_mib=sampler.peak_bytes / 2**20,
+            peak_rss_mib=monitor.peak_bytes / 2**20,
+            other_cpu_seconds=monitor.other_cpu_seconds,
             returncode=returncode,
             stdout=b"".join(output).decode(errors="replace"),
             stderr=stderr.read().decode(errors="replace"),
@@ -179,6 +255,11 @@ class Run:
             wrong) or ``FAILED`` (non-zero exit, unreadable output, timeout).
         seconds: wall seconds from process start to exit.
         peak_rss_mib: peak summed RSS of the process tree.
+        other_cpu_seconds: CPU used meanwhile by other programs (see :class:`RunMonitor`).
+        waited_for_quiet_s: how long the harness waited for other programs to calm down.
+        bulkpar_source: a hash of bulkpar's source files when the run started.
+        discarded: earlier attempts of this run, done again because other
+            programs were busy meanwhile (their ``seconds`` and ``other_cpu_seconds``).
         in_run_seconds: what the program measured for the job itself.
         phases: seconds per phase, as the program measured them.
         details: extra data from the program's output.
@@ -189,19 +270,52 @@ class Run:
     status: str
     seconds: float
     peak_rss_mib: float
+    other_cpu_seconds: float
+    waited_for_quiet_s: float
     in_run_seconds: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    bulkpar_source: str = ""
+    discarded: tuple[dict[str, float], ...] = ()
+
+    @property
+    def other_cpu_pct(self) -> float:
+        """CPU used by other programs during the run, in % of one CPU."""
+        return 100 * self.other_cpu_seconds / self.seconds if self.seconds > 0 else 0.0
 
 
-def measure(
-    approach: Approach, repeat: int, rows: int, conn: Any, timeout: float
-) -> tuple[Run, list[str]]:
+@dataclass(frozen=True)
+class Harness:
+    """What every run shares: the table size, the limits, and which bulkpar it imports.
+
+    Attributes:
+        rows: rows seeded before every run.
+        timeout: seconds before a run is killed.
+        quiet_wait: at most this long to wait for other programs before a run.
+        max_other_cpu: % of one CPU other programs may use before a run is redone.
+        redo: at most this many extra attempts per run.
+        bulkpar_dir: the bulkpar package the runs import (hashed before every run).
+        env: variables added to every run's environment.
+    """
+
+    rows: int
+    timeout: float
+    quiet_wait: float
+    max_other_cpu: float
+    redo: int
+    bulkpar_dir: Path
+    env: dict[str, str]
+
+
+def measure(approach: Approach, repeat: int, conn: Any, harness: Harness) -> tuple[Run, list[str]]:
     """Seed the table, run ``approach`` once, check the table; returns the run and its command."""
+    rows, timeout = harness.rows, harness.timeout
     seeded = database.seed(conn, rows)
     command = approach.command()
-    done = execute(command, timeout, approach.environment())
+    waited = wait_for_quiet_machine(harness.quiet_wait)
+    source = source_hash(harness.bulkpar_dir)
+    done = execute(command, timeout, {**harness.env, **approach.environment()})
 
     def result(status: str, error: str | None, outcome: Outcome | None = None) -> Run:
         return Run(
@@ -209,10 +323,13 @@ def measure(
             status=status,
             seconds=done.seconds,
             peak_rss_mib=done.peak_rss_mib,
+            other_cpu_seconds=done.other_cpu_seconds,
+            waited_for_quiet_s=waited,
             in_run_seconds=outcome.in_run_seconds if outcome else None,
             phases=outcome.phases if outcome else {},
             details=outcome.details if outcome else {},
             error=error,
+            bulkpar_source=source,
         )
 
     if done.timed_out or done.returncode != 0:
@@ -230,7 +347,74 @@ def measure(
     return result("WRONG" if error else "ok", error, outcome), command
 
 
-def summarize(approach: Approach, runs: list[Run], rows: int) -> dict[str, Any]:
+def source_hash(package: Path) -> str:
+    """A short hash of every ``.py`` file under ``package``.
+
+    Recorded for every run, so that results that mix bulkpar versions (the
+    source changed while the benchmark ran) are visible.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def installed_bulkpar() -> Path:
+    """The directory of the bulkpar package this interpreter imports (the working tree)."""
+    spec = importlib.util.find_spec("bulkpar")
+    assert spec is not None and spec.submodule_search_locations is not None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def export_bulkpar(revision: str, into: Path) -> tuple[Path, str]:
+    """Write bulkpar's package as of git ``revision`` into ``into``; returns it and the commit.
+
+    Every run then gets ``into`` first on ``PYTHONPATH``, so the ``bulkpar``
+    command, its workers and the scripts import that snapshot instead of the
+    working tree, which may change while the benchmark runs.
+    """
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "archive", commit, "bulkpar"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "bulkpar", commit
+
+
+def measure_undisturbed(
+    approach: Approach, repeat: int, conn: Any, harness: Harness
+) -> tuple[Run, list[str]]:
+    """:func:`measure`, done again while other programs used too much CPU during the run.
+
+    After ``harness.redo`` extra attempts the last one is kept as it is; its
+    *other CPU* figure shows the disturbance.
+    """
+    discarded: list[dict[str, float]] = []
+    while True:
+        run, command = measure(approach, repeat, conn, harness)
+        disturbed = run.status == "ok" and run.other_cpu_pct > harness.max_other_cpu
+        print(
+            f"  repeat {repeat + 1} {approach.name}: {run.seconds:.2f} s {run.status} "
+            f"(waited {run.waited_for_quiet_s:.0f} s for quiet; other programs used "
+            f"{run.other_cpu_pct:.0f}% of a CPU"
+            + ("; doing it again" if disturbed and len(discarded) < harness.redo else "")
+            + ")"
+            + (f" — {run.error.splitlines()[0]}" if run.error else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        if not disturbed or len(discarded) >= harness.redo:
+            return dataclasses.replace(run, discarded=tuple(discarded)), command
+        discarded.append({"seconds": run.seconds, "other_cpu_seconds": run.other_cpu_seconds})
+
+
+def summarize(runs: list[Run], rows: int) -> dict[str, Any]:
     """Median, min, max and the rest for one approach; no timings unless every run was ok."""
     bad = [r for r in runs if r.status != "ok"]
     if bad:
@@ -248,6 +432,9 @@ def summarize(approach: Approach, runs: list[Run], rows: int) -> dict[str, Any]:
         "rows_per_s": rows / median,
         "in_run_median_s": statistics.median(in_run) if in_run else None,
         "peak_rss_mib": max(r.peak_rss_mib for r in runs),
+        "other_cpu_pct_max": max(r.other_cpu_pct for r in runs),
+        "redone": sum(len(r.discarded) for r in runs),
+        "methods": sorted({str(r.details["method"]) for r in runs if "method" in r.details}),
         "phases_median_s": {
             name: statistics.median(r.phases.get(name, 0.0) for r in runs) for name in phase_names
         },
@@ -305,7 +492,7 @@ def _git_revision() -> dict[str, Any]:
     }
 
 
-def prime() -> None:
+def prime(env: dict[str, str]) -> None:
     """Compile and cache what every run imports, so that the first run pays no extra (untimed)."""
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(database.PROJECT_DIR)], check=True
@@ -317,6 +504,7 @@ def prime() -> None:
             "import bulkpar.cli, bulkpar.api, bulkpar.console, bulkpar.worker, rich.console, "
             "django.db.models, psycopg",
         ],
+        env={**os.environ, **env},
         check=True,
     )
 
@@ -339,14 +527,21 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"| Software | Python {machine['python']}, Django {machine['django']}, "
         f"psycopg {machine['psycopg']}, bulkpar {machine['bulkpar']} ({_describe_git(machine)}) |",
         f"| PostgreSQL | {machine['postgresql']} ({pg_notes}) |",
+        f"| bulkpar source | {_describe_sources(results)} |",
         "| Method | every run is a fresh process, timed from start to exit; the table is "
         "re-seeded (untimed) before every run and every row is checked after it; approaches "
         "are interleaved and their order rotates each repeat; RSS is summed over the process "
-        f"tree, sampled every {RSS_SAMPLE_INTERVAL} s |",
+        f"tree, sampled every {SAMPLE_INTERVAL} s; each run waits until other programs use less "
+        f"than {QUIET_CPU:.0%} of a CPU for {QUIET_WINDOW:g} s |",
+        "",
+        f"Runs during which other programs used more than {results['max_other_cpu']:g}% of a "
+        f"CPU were done again (at most {results['redo']} times): "
+        f"{sum(e['summary'].get('redone', 0) for e in results['approaches'].values())} "
+        "attempt(s) discarded.",
         "",
         "| approach | effect | workers | median s | min s | max s | rows/s | × best | "
-        "in-run s | peak RSS MiB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "in-run s | peak RSS MiB | other CPU % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     entries = results["approaches"]
     best: dict[str, float] = {}
@@ -358,7 +553,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         s = entry["summary"]
         workers = entry["workers"] if entry["workers"] is not None else "—"
         if s["status"] != "ok":
-            cells = [f"**{s['status']}**", "", "", "", "", "", ""]
+            cells = [f"**{s['status']}**", "", "", "", "", "", "", ""]
         else:
             in_run = s["in_run_median_s"]
             cells = [
@@ -369,13 +564,16 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{s['median_s'] / best[entry['effect']]:.2f}×",
                 f"{in_run:.2f}" if in_run is not None else "—",
                 f"{s['peak_rss_mib']:.0f}",
+                f"{s['other_cpu_pct_max']:.0f}",
             ]
         lines.append(f"| `{name}` | {entry['effect']} | {workers} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "× best: median over the fastest median with the same effect. in-run s: the time the "
         "program itself measured, after its interpreter started and Django was set up (for "
-        "bulkpar, the report's `seconds`, pool start-up included).",
+        "bulkpar, the report's `seconds`, pool start-up included). other CPU %: in the worst "
+        "run, CPU used by other programs (PostgreSQL backends of other databases included), "
+        "in % of one CPU; a lower bound, and above a few % the machine was not quiet.",
         "",
         "Where the time goes (medians). *Outside the job* is wall minus in-run: interpreter "
         "start, imports, Django set-up, exit (and, for bulkpar, counting the rows before the "
@@ -395,6 +593,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             else "—"
         )
         phases = " · ".join(f"{k} {v:.2f}" for k, v in s["phases_median_s"].items())
+        if s["methods"]:
+            phases = f"writer `{'/'.join(s['methods'])}` · {phases}"
         lines.append(f"| `{name}` | {outside} | {phases} |")
     failures = [(n, e) for n, e in entries.items() if e["summary"]["status"] != "ok"]
     if failures:
@@ -404,6 +604,25 @@ def render_markdown(results: dict[str, Any]) -> str:
                 first = error.splitlines()[0] if error else ""
                 lines.append(f"- `{name}` {entry['summary']['status']}: {first}")
     return "\n".join(lines) + "\n"
+
+
+def _describe_sources(results: dict[str, Any]) -> str:
+    sources = results["bulkpar_sources"]
+    origin = (
+        f"git archive of {results['bulkpar_commit'][:10]} (not the working tree)"
+        if results["bulkpar_commit"]
+        else "the working tree"
+    )
+    if len(sources) == 1:
+        return f"{origin}; sha256 {sources[0]}, the same for every run"
+    return (
+        f"{origin}, **changed while the benchmark ran**: {len(sources)} versions "
+        f"({', '.join(sources)}); the results mix them"
+    )
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _describe_git(machine: dict[str, Any]) -> str:
@@ -442,9 +661,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="worker counts for every pooled approach, e.g. 1,2,4 "
         "(default: bulkpar --func 1,2; the others 2)",
     )
+    parser.add_argument(
+        "--bulkpar-rev",
+        metavar="REV",
+        help="benchmark bulkpar as committed at this git revision (exported to a temporary "
+        "directory) instead of the working tree, which may change during the run",
+    )
     parser.add_argument("--name", help="results file name suffix (default: the approaches' group)")
     parser.add_argument(
         "--timeout", type=float, default=1800, help="seconds before a run is killed (FAILED)"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=600,
+        help="at most this many seconds to wait before each run for other programs to go "
+        "idle (default 600)",
+    )
+    parser.add_argument(
+        "--max-other-cpu",
+        type=float,
+        default=10,
+        help="do a run again when other programs used more than this %% of one CPU during it "
+        "(default 10)",
+    )
+    parser.add_argument(
+        "--redo", type=int, default=3, help="at most this many extra attempts per run (default 3)"
     )
     parser.add_argument("--list", action="store_true", help="list the approaches and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -483,10 +725,48 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{approach.name:30} {approach.description}")
         return
 
+    # Stop cleanly (killing the run in progress) on Ctrl-C or kill, even when started in
+    # the background, where the shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     started = datetime.now(timezone.utc)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
+    with tempfile.TemporaryDirectory(prefix="bulkpar-bench-") as snapshot:
+        bulkpar_dir, env, commit = installed_bulkpar(), {}, None
+        if args.bulkpar_rev:
+            bulkpar_dir, commit = export_bulkpar(args.bulkpar_rev, Path(snapshot))
+            pythonpath = [snapshot, *filter(None, [os.environ.get("PYTHONPATH")])]
+            env = {"PYTHONPATH": os.pathsep.join(pythonpath)}
+        harness = Harness(
+            rows=args.rows,
+            timeout=args.timeout,
+            quiet_wait=args.quiet_wait,
+            max_other_cpu=args.max_other_cpu,
+            redo=args.redo,
+            bulkpar_dir=bulkpar_dir,
+            env=env,
+        )
+        results = benchmark(args, selected, harness, started, command, commit)
+    markdown = render_markdown(results)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stem = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{results['name']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"written: {stem.relative_to(REPO_ROOT)}.json and .md", file=sys.stderr)
+
+
+def benchmark(
+    args: argparse.Namespace,
+    selected: list[Approach],
+    harness: Harness,
+    started: datetime,
+    command: str,
+    bulkpar_commit: str | None,
+) -> dict[str, Any]:
+    """Prepare the database, run every repeat of every approach, and gather the results."""
     database.prepare()
-    prime()
+    prime(harness.env)
     runs: dict[str, list[Run]] = {a.name: [] for a in selected}
     commands: dict[str, list[str]] = {}
     order: list[list[str]] = []
@@ -498,28 +778,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             this_round = selected[shift:] + selected[:shift]
             order.append([a.name for a in this_round])
             for approach in this_round:
-                run, commands[approach.name] = measure(
-                    approach, repeat, args.rows, conn, args.timeout
-                )
-                runs[approach.name].append(run)
                 done = sum(len(r) for r in runs.values())
-                print(
-                    f"[{done}/{total}] repeat {repeat + 1} {approach.name}: "
-                    f"{run.seconds:.2f} s {run.status}"
-                    + (f" — {run.error.splitlines()[0]}" if run.error else ""),
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"[{done + 1}/{total}]", file=sys.stderr, flush=True)
+                run, commands[approach.name] = measure_undisturbed(approach, repeat, conn, harness)
+                runs[approach.name].append(run)
 
     name = args.name or "-".join(dict.fromkeys(a.group for a in selected))
-    results = {
+    return {
         "name": name,
         "command": command,
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "rows": args.rows,
         "repeat": args.repeat,
         "chunk": approaches.CHUNK,
+        "max_other_cpu": args.max_other_cpu,
+        "redo": args.redo,
         "machine": machine,
+        "bulkpar_commit": bulkpar_commit,
+        "bulkpar_sources": list(
+            dict.fromkeys(r.bulkpar_source for rs in runs.values() for r in rs)
+        ),
         "order": order,
         "approaches": {
             a.name: {
@@ -528,19 +806,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "workers": a.workers,
                 "description": a.description,
                 "command": shlex.join(commands[a.name]),
-                "summary": summarize(a, runs[a.name], args.rows),
+                "summary": summarize(runs[a.name], args.rows),
                 "runs": [asdict(r) for r in runs[a.name]],
             }
             for a in selected
         },
     }
-    markdown = render_markdown(results)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stem = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{name}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown)
-    print(markdown)
-    print(f"written: {stem.relative_to(REPO_ROOT)}.json and .md", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,7 @@ class _Scheduler:
     in_flight: dict[Future[ChunkResult], Any] = field(default_factory=dict)
     deaths: dict[int, int] = field(default_factory=dict)
     stopping: bool = False
+    abort_now: bool = False
 
     def __post_init__(self) -> None:
         self.rejects = RejectLog(self.options.rejects)
@@ -267,10 +268,14 @@ class _Scheduler:
                 file=sys.stderr,
             )
             return
-        # the second signal: end the workers now; their transactions roll back
+        # the second signal: end the workers now; their transactions roll back. The
+        # loop notices within half a second; raising here could cut the bookkeeping
+        # of a chunk that already committed in half.
+        self.abort_now = True
         if self.executor is not None:
             kill_workers(self.executor)
-        raise KeyboardInterrupt
+        if self.options.executor == "serial":
+            raise KeyboardInterrupt  # the chunk runs in this thread: stop it
 
     # -- scheduling ---------------------------------------------------------
 
@@ -289,14 +294,18 @@ class _Scheduler:
                 if not self.in_flight:
                     return
                 done, _ = wait(self.in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                if self.abort_now:
+                    break
                 if self.signal_number is not None:
                     self._cancel_queued()
                 for future in done:
                     self._collect(future)
-        except KeyboardInterrupt:
-            self.stopped = "stopped at once by a second interrupt; chunks in flight rolled back"
+        except KeyboardInterrupt:  # serial executor, or outside the main thread
+            self.abort_now = True
             if self.signal_number is None:
                 self.signal_number = signal.SIGINT
+        if self.abort_now:
+            self.stopped = "stopped at once by a second interrupt; chunks in flight rolled back"
             self._salvage()
 
     def _salvage(self) -> None:

@@ -11,75 +11,13 @@ import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from bulkpar.checkpoint import Checkpoint
-from bulkpar.django_setup import callable_ref, check_database, import_callable, model_label
+from bulkpar import arguments
+from bulkpar.django_setup import check_database, import_callable, model_label
 from bulkpar.errors import UsageError
-from bulkpar.executors import cpu_count
-from bulkpar.job import EXECUTORS, RunOptions, Target
 from bulkpar.lookups import get_concrete_field
 from bulkpar.operations.update import UpdateJob
 from bulkpar.report import Report
 from bulkpar.runner import Plan, ProgressSink, run
-
-
-def _as_queryset(source: Any) -> Any:
-    from django.db import models
-
-    if isinstance(source, type) and issubclass(source, models.Model):
-        return source._default_manager.all()
-    if isinstance(source, models.QuerySet):
-        if source.query.is_sliced:
-            raise UsageError("sliced querysets cannot be chunked: filter instead of slicing")
-        if source.query.values_select or getattr(source, "_fields", None) is not None:
-            raise UsageError("pass a queryset of model instances, not .values()/.values_list()")
-        return source
-    raise UsageError(f"expected a model class or a QuerySet, got {type(source).__name__}")
-
-
-def _run_options(
-    workers: int | None, executor: str, start_method: str | None, retries: int, on_error: str
-) -> RunOptions:
-    import multiprocessing
-
-    if executor not in EXECUTORS:
-        raise UsageError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
-    if workers is None:
-        workers = cpu_count()
-    if workers < 1:
-        raise UsageError(f"workers must be at least 1 (got {workers})")
-    if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
-        raise UsageError(
-            f"unknown start method {start_method!r}: this platform offers "
-            f"{', '.join(multiprocessing.get_all_start_methods())}"
-        )
-    if retries < 0:
-        raise UsageError(f"retries must be 0 or more (got {retries})")
-    if on_error not in ("abort", "skip", "bisect"):
-        raise UsageError(f"on_error must be 'abort', 'skip' or 'bisect' (got {on_error!r})")
-    return RunOptions(
-        workers=workers,
-        executor=executor,  # type: ignore[arg-type]
-        start_method=start_method,
-        retries=retries,
-        on_error=on_error,  # type: ignore[arg-type]
-    )
-
-
-def _target(options: RunOptions, database: str, setup: str | None = None) -> Target:
-    if options.executor == "process":
-        return Target.current(database, setup)
-    return Target(settings="", pythonpath=(), database=database, setup=setup)
-
-
-def _func_ref(func: Callable[..., Any] | str, options: RunOptions) -> Any:
-    if isinstance(func, str):
-        import_callable(func)  # fail in the parent, with a clear message
-        return func
-    if not callable(func):
-        raise UsageError(f"func must be callable or 'module:callable', got {func!r}")
-    if options.executor == "process":
-        return callable_ref(func)
-    return func
 
 
 def update(
@@ -159,13 +97,13 @@ def update(
     """
     from django.db import router
 
-    queryset = _as_queryset(queryset)
+    queryset = arguments.as_queryset(queryset)
     model = queryset.model
     if (set is None) == (func is None):
         raise UsageError("give exactly one of set (field=value) or func (a transform)")
     if chunk < 1:
         raise UsageError(f"chunk must be at least 1 (got {chunk})")
-    options = _run_options(workers, executor, start_method, retries, on_error)
+    options = arguments.run_options(workers, executor, start_method, retries, on_error)
     options = dataclasses.replace(options, rejects=rejects, dry_run=dry_run)
     alias = database or queryset._db or router.db_for_write(model)
 
@@ -184,7 +122,7 @@ def update(
     for name in fields or ():
         field = get_concrete_field(model, name, option="fields", spec=name)
         field_names += (field.name,)
-    func_ref = _func_ref(func, options) if func is not None else None
+    func_ref = arguments.func_ref(func, options) if func is not None else None
 
     query = pickle.dumps(queryset.order_by().query)
     check_database(alias)
@@ -198,66 +136,21 @@ def update(
         fields=field_names,
         touch=touch,
         lock=lock,
-        writer=_writer(method, alias, "update"),
+        writer=arguments.writer(method, alias, "update"),
     )
-    journal = _open_checkpoint(checkpoint, job.describe(), dry_run)
-    skip, first_index = _resume_point(journal)
+    journal = arguments.open_checkpoint(checkpoint, job.describe(), dry_run)
+    skip, first_index = arguments.resume_point(journal)
     matched = job.total_rows(skip)
     plan = Plan(
         chunks=job.plan(skip, first_index), total=matched, matched=matched, checkpoint=journal
     )
-    return run(job, plan, options, _target(options, alias), progress=_progress_sink(progress))
-
-
-def _open_checkpoint(
-    path: str | None, description: dict[str, Any], dry_run: bool
-) -> Checkpoint | None:
-    if path is None:
-        return None
-    if dry_run:
-        raise UsageError("--dry-run writes nothing, so it takes no --checkpoint")
-    return Checkpoint(path, description)
-
-
-def _resume_point(checkpoint: Checkpoint | None) -> tuple[list[tuple[Any, Any]], int]:
-    """Committed key ranges to skip, and the index of the first new chunk."""
-    if checkpoint is None:
-        return [], 0
-    return checkpoint.done_ranges(), max(checkpoint.done_indexes(), default=-1) + 1
-
-
-def _writer(method: str, alias: str, operation: str) -> str:
-    from django.db import connections
-
-    from bulkpar.writers import resolve_method
-
-    return resolve_method(method, connections[alias].vendor, operation)
-
-
-def _progress_sink(progress: bool | ProgressSink) -> ProgressSink | None:
-    if progress is True:
-        from bulkpar.progress import TqdmProgress
-
-        return TqdmProgress()
-    if progress is False:
-        return None
-    return progress
-
-
-def _names(fields: Iterable[str] | str | None) -> list[str]:
-    if fields is None:
-        return []
-    if isinstance(fields, str):
-        fields = fields.split(",")
-    return [f.strip() for f in fields if f.strip()]
-
-
-def _field_names(model: Any, names: Iterable[str], option: str) -> tuple[str, ...]:
-    resolved = []
-    for name in names:
-        field = get_concrete_field(model, name, option=option, spec=name)
-        resolved.append(field.name)
-    return tuple(resolved)
+    return run(
+        job,
+        plan,
+        options,
+        arguments.target(options, alias),
+        progress=arguments.progress_sink(progress),
+    )
 
 
 def _load(
@@ -301,7 +194,7 @@ def _load(
         raise UsageError(f"chunk must be at least 1 (got {chunk})")
     if max_rejects is not None and max_rejects < 0:
         raise UsageError(f"max_rejects must be 0 or more (got {max_rejects})")
-    options = _run_options(workers, executor, start_method, retries, on_error)
+    options = arguments.run_options(workers, executor, start_method, retries, on_error)
     options = dataclasses.replace(
         options, rejects=rejects, max_rejects=max_rejects, dry_run=dry_run
     )
@@ -311,7 +204,7 @@ def _load(
     source = as_source(rows, format)
     records = iter(source)
     first = next(records, None)
-    _refuse_empty_file(source, first)
+    arguments.refuse_empty_file(source, first)
     if first is None:
         columns = ColumnPlan()
     else:
@@ -321,7 +214,7 @@ def _load(
         )  # fmt: skip
     supplied = set(columns.supplied)
 
-    unique_names = _field_names(model, _names(unique), "--unique")
+    unique_names = arguments.field_names(model, arguments.names(unique), "--unique")
     update_names: tuple[str, ...] = ()
     if operation == "upsert":
         if not unique_names:
@@ -345,7 +238,7 @@ def _load(
                 n for n in columns.supplied if n not in unique_names and n != meta.pk.name
             )
         else:
-            update_names = _field_names(model, _names(update), "--update")
+            update_names = arguments.field_names(model, arguments.names(update), "--update")
             overlap = set(update_names) & set(unique_names)
             if overlap:
                 raise UsageError(
@@ -366,9 +259,11 @@ def _load(
         ignore_conflicts=ignore_conflicts,
         sort=sort,
         insert_pk=meta.pk.name in supplied,
-        writer=_writer(method, alias, "create-ignore" if ignore_conflicts else operation),
+        writer=arguments.writer(method, alias, "create-ignore" if ignore_conflicts else operation),
     )
-    journal = _open_checkpoint(checkpoint, _load_description(job, source, chunk), dry_run)
+    journal = arguments.open_checkpoint(
+        checkpoint, arguments.load_description(job, source, chunk), dry_run
+    )
     stream = itertools.chain([first] if first is not None else [], records)
     sized = len(rows) if hasattr(rows, "__len__") and not isinstance(rows, str) else None
     plan = Plan(
@@ -378,35 +273,13 @@ def _load(
         counts_input=True,
         checkpoint=journal,
     )
-    return run(job, plan, options, _target(options, alias), progress=_progress_sink(progress))
-
-
-def _refuse_empty_file(source: Any, first: Any) -> None:
-    """An input file with no records is almost always a mistake upstream: say so."""
-    from bulkpar.errors import InputError
-    from bulkpar.sources import FileSource
-
-    if first is None and isinstance(source, FileSource):
-        raise InputError(
-            f"input {source.name} holds no records (an empty file, or a CSV header "
-            "alone); nothing to load: check the export that produced it"
-        )
-
-
-def _load_description(job: Any, source: Any, chunk: int) -> dict[str, Any]:
-    """What identifies a load (or an input save) for a checkpoint fingerprint."""
-    return {
-        "operation": job.operation,
-        "model": job.model,
-        "database": job.database,
-        "input": source.identity(),
-        "columns": repr(job.columns),
-        "unique": list(getattr(job, "unique", ())),
-        "update": list(getattr(job, "update", ())),
-        "match": list(getattr(job, "match", ())),
-        "ignore_conflicts": getattr(job, "ignore_conflicts", False),
-        "chunk": chunk,
-    }
+    return run(
+        job,
+        plan,
+        options,
+        arguments.target(options, alias),
+        progress=arguments.progress_sink(progress),
+    )
 
 
 def create(
@@ -628,11 +501,11 @@ def save(
         raise UsageError(f"transaction must be 'chunk' or 'object' (got {transaction!r})")
     if chunk < 1:
         raise UsageError(f"chunk must be at least 1 (got {chunk})")
-    options = _run_options(workers, executor, start_method, retries, on_error)
+    options = arguments.run_options(workers, executor, start_method, retries, on_error)
     options = dataclasses.replace(
         options, rejects=rejects, max_rejects=max_rejects, dry_run=dry_run
     )
-    setup_ref = _func_ref(setup, options) if setup is not None else None
+    setup_ref = arguments.func_ref(setup, options) if setup is not None else None
     if isinstance(setup_ref, str):
         import_callable(setup_ref, what="--setup")
 
@@ -646,14 +519,14 @@ def save(
         input_source = as_source(rows, format)
         records = iter(input_source)
         first = next(records, None)
-        _refuse_empty_file(input_source, first)
+        arguments.refuse_empty_file(input_source, first)
         columns = ColumnPlan()
         if first is not None:
             columns = plan_columns(
                 model, first.values.keys(), rename=map, consts=const,
                 ignore_unknown=ignore_unknown, source=input_source.name,
             )  # fmt: skip
-        match_names = _field_names(model, _names(match), "--match")
+        match_names = arguments.field_names(model, arguments.names(match), "--match")
         if match_names and not any(set(s) == set(match_names) for s in unique_field_sets(model)):
             raise UsageError(
                 f"--match {','.join(match_names)} is not covered by a unique constraint of "
@@ -664,7 +537,9 @@ def save(
             model=model_label(model), database=alias, columns=columns, match=match_names,
             transaction=transaction,
         )  # fmt: skip
-        journal = _open_checkpoint(checkpoint, _load_description(job, input_source, chunk), dry_run)
+        journal = arguments.open_checkpoint(
+            checkpoint, arguments.load_description(job, input_source, chunk), dry_run
+        )
         stream = itertools.chain([first] if first is not None else [], records)
         plan = Plan(
             chunks=plan_batches(stream, chunk, input_source.bytes_read),
@@ -674,25 +549,25 @@ def save(
             checkpoint=journal,
         )
     else:
-        queryset = _as_queryset(source)
+        queryset = arguments.as_queryset(source)
         model = queryset.model
         if match:
             raise UsageError("match goes with rows (an input), not with a queryset")
         alias = database or queryset._db or router.db_for_write(model)
-        update_fields = _field_names(model, _names(fields), "--fields")
+        update_fields = arguments.field_names(model, arguments.names(fields), "--fields")
         job = SaveJob(
             model=model_label(model),
             database=alias,
             query=pickle.dumps(queryset.order_by().query),
-            func=_func_ref(func, options) if func is not None else None,
+            func=arguments.func_ref(func, options) if func is not None else None,
             fields=update_fields,
             transaction=transaction,
         )
         update_job = UpdateJob(model=job.model, database=alias, query=job.query or b"", chunk=chunk)
         description = {**update_job.describe(), "operation": "save", "func": repr(job.func),
                        "fields": list(update_fields), "transaction": transaction}  # fmt: skip
-        journal = _open_checkpoint(checkpoint, description, dry_run)
-        skip, first_index = _resume_point(journal)
+        journal = arguments.open_checkpoint(checkpoint, description, dry_run)
+        skip, first_index = arguments.resume_point(journal)
         matched = update_job.total_rows(skip)
         plan = Plan(
             chunks=update_job.plan(skip, first_index),
@@ -711,7 +586,7 @@ def save(
         job,
         plan,
         options,
-        _target(options, alias, setup_ref),
-        progress=_progress_sink(progress),
+        arguments.target(options, alias, setup_ref),
+        progress=arguments.progress_sink(progress),
         notes=notes,
     )

@@ -8,7 +8,6 @@ that knows about exit codes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -19,6 +18,14 @@ from typing import Any, TypeVar
 import click
 
 from bulkpar import __version__
+from bulkpar.cli_options import (
+    input_options,
+    method_option,
+    model_option,
+    project_options,
+    run_options,
+    selection_options,
+)
 from bulkpar.errors import BulkparError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,111 +66,6 @@ def errors_as_click_exceptions(show_traceback: bool) -> Iterator[None]:
         ) from exc
 
 
-def project_options(func: F) -> F:
-    """--settings, --pythonpath, --database, --traceback: how to reach the project."""
-    options = [
-        click.option(
-            "--settings",
-            metavar="MODULE",
-            help="Django settings module, e.g. mysite.settings (default: $DJANGO_SETTINGS_MODULE).",
-        ),
-        click.option(
-            "--pythonpath",
-            multiple=True,
-            metavar="DIR",
-            help="Directory to add to the Python path (repeatable); the current "
-            "directory is always importable, as with manage.py.",
-        ),
-        click.option(
-            "--database",
-            default="default",
-            show_default=True,
-            metavar="ALIAS",
-            help="Database alias from DATABASES to write to.",
-        ),
-        click.option(
-            "--traceback", is_flag=True, help="Show the full Python traceback of an error."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def run_options(chunk: int = 1000) -> Callable[[F], F]:
-    """--chunk, --workers, --executor …: how to schedule the work, and how to show it."""
-    return functools.partial(_add_run_options, chunk=chunk)  # type: ignore[return-value]
-
-
-def _add_run_options(func: F, chunk: int) -> F:
-    from bulkpar.executors import cpu_count
-    from bulkpar.job import EXECUTORS
-
-    options = [
-        click.option(
-            "--chunk",
-            type=click.IntRange(min=1),
-            default=chunk,
-            show_default=True,
-            help="Rows per chunk; a chunk is one transaction.",
-        ),
-        click.option(
-            "--workers",
-            type=click.IntRange(min=1),
-            default=cpu_count(),
-            show_default="number of CPUs",
-            help="Parallel workers, each with its own database connection.",
-        ),
-        click.option(
-            "--executor",
-            type=click.Choice(EXECUTORS),
-            default="process",
-            show_default=True,
-            help="process: a pool of processes; thread: threads in this process; "
-            "serial: no pool (for debugging).",
-        ),
-        click.option(
-            "--start-method",
-            type=click.Choice(["fork", "forkserver", "spawn"]),
-            help="How worker processes start (default: forkserver where available).",
-        ),
-        click.option(
-            "--retries",
-            type=click.IntRange(min=0),
-            default=5,
-            show_default=True,
-            help="Retries of a chunk after a transient error (deadlock, lock timeout, "
-            "dropped connection, SQLite busy).",
-        ),
-        click.option(
-            "--on-error",
-            type=click.Choice(["abort", "skip", "bisect"]),
-            default="abort",
-            show_default=True,
-            help="abort: stop starting chunks after one fails; skip: record it and go on; "
-            "bisect: split a failing chunk until the bad rows are isolated, commit the "
-            "rest and reject the bad rows (see --rejects).",
-        ),
-        click.option(
-            "--checkpoint",
-            metavar="FILE",
-            help="Journal of committed chunks: run the same command again with the same "
-            "file to resume where an interrupted run stopped.",
-        ),
-        click.option(
-            "--dry-run",
-            is_flag=True,
-            help="Do everything inside transactions that are rolled back, and report "
-            "what would have been written.",
-        ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 def _progress_sink(quiet: bool) -> Any:
     from rich.console import Console
 
@@ -202,61 +104,6 @@ def _split_names(value: str | None) -> list[str] | None:
     return names
 
 
-def input_options(required: bool) -> Callable[[F], F]:
-    """--input, --format, --map, --const …: what to read, and how it maps to fields."""
-    return functools.partial(_add_input_options, required=required)  # type: ignore[return-value]
-
-
-def _add_input_options(func: F, required: bool) -> F:
-    from bulkpar.sources import FORMATS
-
-    options = [
-        click.option("--input", "input_path", required=required, metavar="FILE",
-                     help="CSV, JSON Lines or JSON file (.gz too), or - for stdin."),
-        click.option("--format", "input_format", type=click.Choice(FORMATS),
-                     help="Input format (default: from the file name; required for stdin)."),
-        click.option("--map", "renames", multiple=True, metavar="COLUMN=FIELD",
-                     help="Read input column COLUMN into FIELD (repeatable)."),
-        click.option("--const", "consts", multiple=True, metavar="FIELD=VALUE",
-                     help="Set FIELD to VALUE on every record (repeatable)."),
-        click.option("--ignore-unknown", is_flag=True,
-                     help="Drop input columns that match no field instead of failing."),
-        click.option("--rejects", metavar="FILE",
-                     help="Write rejected records (with their error) to this JSON Lines file."),
-        click.option("--max-rejects", type=click.IntRange(min=0), metavar="N",
-                     help="Stop once more than N records are rejected."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def selection_options(func: F) -> F:
-    """--filter, --exclude: which rows of the model."""
-    options = [
-        click.option("--filter", "filters", multiple=True, metavar="LOOKUP=VALUE",
-                     help="Select rows, e.g. is_active=true or created__lt=2024-01-01 "
-                     "(repeatable)."),
-        click.option("--exclude", "excludes", multiple=True, metavar="LOOKUP=VALUE",
-                     help="Leave out rows matching this lookup (repeatable)."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def method_option(func: F) -> F:
-    """--method: which writer."""
-    from bulkpar.writers import METHODS
-
-    return click.option(
-        "--method", type=click.Choice(METHODS), default="auto", show_default=True,
-        help="How rows are written: auto (the fastest for the database), django "
-        "(bulk_update/bulk_create), values (multi-row VALUES statements), copy "
-        "(PostgreSQL COPY).",
-    )(func)  # fmt: skip
-
-
 def _run_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     """The API keyword arguments every command passes on from run_options."""
     return {
@@ -271,14 +118,6 @@ def _run_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         "checkpoint": params["checkpoint"],
         "progress": _progress_sink(params["quiet"]),
     }
-
-
-def model_option(func: F) -> F:
-    """--model APP.MODEL."""
-    return click.option(
-        "--model", "model_label", required=True, metavar="APP.MODEL",
-        help="The model, e.g. events.Event (case-insensitive).",
-    )(func)  # fmt: skip
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)

@@ -143,7 +143,11 @@ def test_empty_selection_is_a_clean_zero_report(people):
     report = bulkpar.update(Person.objects.filter(score__gt=100), set={"score": 1}, workers=2)
     assert report.ok
     assert (report.matched, report.written, report.chunks, report.failed_chunks) == (0, 0, 0, 0)
-    assert report.rows_per_second == 0 or report.rows_per_second >= 0
+    assert report.rows_per_second == 0 and report.chunk_seconds == {
+        "p50": 0.0,
+        "p95": 0.0,
+        "max": 0.0,
+    }
 
 
 def test_failing_row_rolls_back_its_chunk_and_others_commit(people):

@@ -4,18 +4,22 @@ An approach is one complete program that does one job to the seeded table.
 The harness (``bench/run.py``) runs each in a fresh process, times it from
 process start to exit and checks the table afterwards, so an approach only
 says *which command to run* (:meth:`Approach.command`) and *what its output
-must say* (:meth:`Approach.outcome`). Three kinds exist:
+must say* (:meth:`Approach.outcome`). Four kinds exist:
 
-* :class:`CliApproach` runs the real ``bulkpar`` executable and reads its
-  ``--json`` report.
+* :class:`CliApproach` runs ``bulkpar update`` and reads its ``--json`` report.
+* :class:`CliInputApproach` runs ``bulkpar create``, ``upsert`` or ``save`` on
+  the group's input file and checks every count of its ``--json`` report.
 * :class:`ScriptApproach` runs one of the functions in :data:`SCRIPTS` through
   ``python bench/run.py --child NAME``; the function does the whole job in
   that process and reports the rows it wrote and its phases as JSON.
-* :class:`PsqlApproach` runs one SQL statement through ``psql``: the
+* :class:`PsqlApproach` runs SQL (and ``\\copy``) through ``psql``: the
   plain-SQL references.
 
-To add an approach (create/upsert, django-pgbulk, raw COPY …), write its
-script function or CLI arguments and add it in :func:`build_registry`.
+Approaches come in groups: ``update`` (the table is seeded, every row is
+changed), ``load`` (create and upsert from a JSON Lines file of generated
+rows) and ``save`` (``save()`` with a ``post_save`` receiver, from a JSON
+Lines file). To add one, write its script function or CLI arguments and add
+it in :func:`build_registry`.
 """
 
 from __future__ import annotations
@@ -28,26 +32,56 @@ import shutil
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from database import (
+    LOAD_EXPRESSIONS,
+    LOAD_UPDATE_FIELDS,
     PROJECT_DIR,
     PROJECT_PATH_ARG,
     SETTINGS_MODULE,
     TABLE,
     Effect,
     database_settings,
+    load_counts,
 )
 
 #: Rows per batch / chunk / transaction, for every approach that batches.
 CHUNK = 1000
+#: Objects per chunk of ``bulkpar save`` (its default, and the issue's figure).
+SAVE_CHUNK = 500
 #: The fields ``bump`` changes, for the approaches that must name them.
 BUMP_FIELDS = ["score", "email"]
 MODEL_LABEL = "benchapp.Row"
+SAVE_MODEL_LABEL = "benchapp.Signalled"
 BUMP_REF = "benchapp.transforms:bump"
+#: The conflict target of every upsert.
+UNIQUE_FIELDS = ["external_id"]
+#: The groups, in the order ``--list`` and ``--group all`` show them.
+GROUPS = ("update", "load", "save")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run works on.
+
+    Attributes:
+        rows: rows in the table (update) or input records (load, save).
+        inputs: the group's input files by format (``jsonl``, ``csv``);
+            empty for the update group.
+    """
+
+    rows: int
+    inputs: dict[str, Path] = field(default_factory=dict)
+
+    def input(self, fmt: str = "jsonl") -> str:
+        """The path of the input file in ``fmt``."""
+        return str(self.inputs[fmt])
 
 
 @dataclass(frozen=True)
@@ -74,7 +108,7 @@ class Approach(ABC):
 
     Attributes:
         name: unique name, used by ``--only`` and in the results.
-        group: the kind of job (``update``; later ``create``, ``upsert`` …).
+        group: the kind of job (``update``, ``load``, ``save``).
         effect: what the job does to the seeded table (checked afterwards).
         description: one line for the README and the results.
         workers: parallel processes, when the approach has a pool.
@@ -87,16 +121,32 @@ class Approach(ABC):
     workers: int | None
 
     @abstractmethod
-    def command(self) -> list[str]:
+    def command(self, work: Workload) -> list[str]:
         """The command line to run, from the repository root."""
 
     @abstractmethod
-    def outcome(self, stdout: str, rows: int) -> Outcome:
-        """Read the program's output; ``rows`` is how many rows the table holds."""
+    def outcome(self, stdout: str, work: Workload) -> Outcome:
+        """Read the program's output."""
 
     def environment(self) -> dict[str, str]:
         """Variables to add to the command's environment."""
         return {}
+
+
+def _bulkpar_outcome(report: dict[str, Any]) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """In-run seconds, phases and details of a bulkpar ``--json`` report."""
+    seconds = float(report["seconds"])
+    startup = float(report["startup_seconds"])
+    phases = {
+        "pool start-up": startup,
+        "plan and chunks": seconds - startup,
+        **{f"worker {k} (sum)": float(v) for k, v in report["phase_seconds"].items()},
+    }
+    details = {
+        k: report.get(k)
+        for k in ("start_method", "chunks", "chunk_seconds", "method", "retries", "notes")
+    }
+    return seconds, phases, details
 
 
 @dataclass(frozen=True)
@@ -109,7 +159,7 @@ class CliApproach(Approach):
 
     job_args: tuple[str, ...] = ()
 
-    def command(self) -> list[str]:
+    def command(self, work: Workload) -> list[str]:
         return [
             bulkpar_executable(),
             "update",
@@ -128,24 +178,84 @@ class CliApproach(Approach):
             "--json",
         ]
 
-    def outcome(self, stdout: str, rows: int) -> Outcome:
+    def outcome(self, stdout: str, work: Workload) -> Outcome:
         report = json.loads(stdout)
-        seconds = float(report["seconds"])
-        startup = float(report["startup_seconds"])
-        phases = {
-            "pool start-up": startup,
-            "plan and chunks": seconds - startup,
-            **{f"worker {k} (sum)": float(v) for k, v in report["phase_seconds"].items()},
-        }
-        details = {
-            k: report[k]
-            for k in ("start_method", "chunks", "chunk_seconds", "method", "retries", "notes")
-        }
+        seconds, phases, details = _bulkpar_outcome(report)
+        rows = work.rows
         error = None
         if not report["ok"]:
             error = f"report not ok: {report['failed_chunks']} failed chunks {report['errors']}"
         elif report["written"] != rows or report["matched"] != rows:
             error = f"report says matched={report['matched']} written={report['written']}"
+        return Outcome(seconds, phases, details, error)
+
+
+@dataclass(frozen=True)
+class CliInputApproach(Approach):
+    """``bulkpar create|upsert|save --input FILE`` with ``--json``; every count is checked.
+
+    Attributes:
+        operation: ``create``, ``upsert`` or ``save``.
+        job_args: further options (``--unique …``, ``--ignore-conflicts``, ``--method …``).
+    """
+
+    operation: str = "create"
+    job_args: tuple[str, ...] = ()
+
+    def command(self, work: Workload) -> list[str]:
+        save = self.operation == "save"
+        return [
+            bulkpar_executable(),
+            self.operation,
+            "--settings",
+            SETTINGS_MODULE,
+            "--pythonpath",
+            PROJECT_PATH_ARG,
+            "--model",
+            SAVE_MODEL_LABEL if save else MODEL_LABEL,
+            "--input",
+            work.input("jsonl"),
+            *self.job_args,
+            "--chunk",
+            str(SAVE_CHUNK if save else CHUNK),
+            "--workers",
+            str(self.workers),
+            "--quiet",
+            "--json",
+        ]
+
+    def expected_counts(self, rows: int) -> dict[str, int]:
+        """The report's counts that a correct run of this approach must show."""
+        zero = {"rejected": 0, "duplicates": 0, "failed_rows": 0}
+        if self.effect is Effect.SAVE:
+            return {"input_rows": rows, "saved": rows, "created": rows, "updated": 0, **zero}
+        split = load_counts(rows)
+        existing = rows - split.created
+        if self.effect is Effect.CREATE:
+            created, updated, unchanged, skipped = rows, 0, 0, 0
+        elif self.effect is Effect.CREATE_SKIP:
+            created, updated, unchanged, skipped = split.created, 0, 0, existing
+        else:
+            created, updated, unchanged, skipped = split.created, split.changed, split.equal, 0
+        return {
+            "input_rows": rows,
+            "created": created,
+            "updated": updated,
+            "unchanged": unchanged,
+            "skipped": skipped,
+            **zero,
+        }
+
+    def outcome(self, stdout: str, work: Workload) -> Outcome:
+        report = json.loads(stdout)
+        seconds, phases, details = _bulkpar_outcome(report)
+        counts = {k: report.get(k) for k in self.expected_counts(work.rows)}
+        details["counts"] = counts
+        error = None
+        if not report["ok"] or not report.get("reconciles", True):
+            error = f"report not ok: {report['failed_chunks']} failed chunks {report['errors']}"
+        elif counts != self.expected_counts(work.rows):
+            error = f"report counts {counts}, expected {self.expected_counts(work.rows)}"
         return Outcome(seconds, phases, details, error)
 
 
@@ -159,38 +269,46 @@ class ScriptApproach(Approach):
 
     script: str = ""
 
-    def command(self) -> list[str]:
+    def command(self, work: Workload) -> list[str]:
         argv = [sys.executable, "bench/run.py", "--child", self.script]
-        return argv if self.workers is None else [*argv, "--workers", str(self.workers)]
+        if self.workers is not None:
+            argv += ["--workers", str(self.workers)]
+        if work.inputs:
+            argv += ["--input", work.input("jsonl")]
+        return argv
 
-    def outcome(self, stdout: str, rows: int) -> Outcome:
+    def outcome(self, stdout: str, work: Workload) -> Outcome:
         result = json.loads(stdout.strip().splitlines()[-1])
         error = None
-        if result["written"] != rows:
+        if result["written"] != work.rows:
             error = f"the script says it wrote {result['written']} rows"
         return Outcome(float(result["seconds"]), result["phases"], {}, error)
 
 
 @dataclass(frozen=True)
 class PsqlApproach(Approach):
-    """One SQL statement through ``psql`` (autocommit: the statement is one transaction).
+    """SQL statements (and ``\\copy``) through one ``psql`` session, each in autocommit.
 
     The plain-SQL references: ``psql`` starts in milliseconds, so the wall
-    time is close to what the server needs for the statement itself.
+    time is close to what the server needs for the statements themselves.
 
     Attributes:
-        statement: an ``UPDATE``/``INSERT``/``DELETE`` whose row count must equal the rows.
+        statements: the commands, in order; ``{csv}`` stands for the group's
+            CSV input file. The row count of the last ``UPDATE``/``INSERT``/
+            ``DELETE``/``COPY`` must equal :meth:`Effect.changed_rows`.
     """
 
-    statement: str = ""
+    statements: tuple[str, ...] = ()
 
-    def command(self) -> list[str]:
+    def command(self, work: Workload) -> list[str]:
         database = database_settings()
         conninfo = " ".join(
             f"{key}={database[setting]}"
             for key, setting in (("host", "HOST"), ("port", "PORT"), ("user", "USER"))
             if database.get(setting)
         )
+        csv = work.input("csv").replace("'", "''") if "csv" in work.inputs else ""
+        commands = [arg for s in self.statements for arg in ("--command", s.format(csv=csv))]
         return [
             psql_executable(),
             "--no-psqlrc",
@@ -200,24 +318,34 @@ class PsqlApproach(Approach):
             f"{conninfo} dbname={database['NAME']}",
             "--command",
             "\\timing on",
-            "--command",
-            self.statement,
+            *commands,
         ]
 
     def environment(self) -> dict[str, str]:
         password = database_settings().get("PASSWORD")
         return {"PGPASSWORD": password} if password else {}
 
-    def outcome(self, stdout: str, rows: int) -> Outcome:
-        counted = re.search(r"^(?:UPDATE|INSERT 0|DELETE) (\d+)$", stdout, re.MULTILINE)
-        timing = re.search(r"^Time: ([\d.]+) ms", stdout, re.MULTILINE)
-        if counted is None or timing is None:
-            raise ValueError("no row count or timing in psql's output")
-        seconds = float(timing.group(1)) / 1000
+    def outcome(self, stdout: str, work: Workload) -> Outcome:
+        counted = re.findall(r"^(?:UPDATE|INSERT 0|DELETE|COPY) (\d+)$", stdout, re.MULTILINE)
+        timings = [float(t) / 1000 for t in re.findall(r"^Time: ([\d.]+) ms", stdout, re.M)]
+        if not counted or len(timings) != len(self.statements):
+            raise ValueError("no row count, or not one timing per statement, in psql's output")
+        seconds = sum(timings)
+        phases = {
+            f"{_statement_label(s)} (psql \\timing)": t
+            for s, t in zip(self.statements, timings, strict=True)
+        }
         error = None
-        if int(counted.group(1)) != rows:
-            error = f"psql says {counted.group(1)} rows"
-        return Outcome(seconds, {"statement (psql \\timing)": seconds}, {}, error)
+        expected = self.effect.changed_rows(work.rows)
+        if int(counted[-1]) != expected:
+            error = f"psql says {counted[-1]} rows, expected {expected}"
+        return Outcome(seconds, phases, {}, error)
+
+
+def _statement_label(statement: str) -> str:
+    """``\\copy``, ``INSERT``, ``CREATE`` …: the first word of a statement, for phases."""
+    first = statement.split(None, 1)[0]
+    return first if first.startswith("\\") else first.upper()
 
 
 def psql_executable() -> str:
@@ -236,12 +364,22 @@ def bulkpar_executable() -> str:
     return str(script)
 
 
+#: The input columns of the load group, in file order (the COPY column list).
+LOAD_COLUMNS = ", ".join(LOAD_EXPRESSIONS)
+_UPSERT_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in LOAD_UPDATE_FIELDS)
+_UPSERT_CHANGED = (
+    f"({', '.join(f'{TABLE}.{c}' for c in LOAD_UPDATE_FIELDS)}) IS DISTINCT FROM "
+    f"({', '.join(f'EXCLUDED.{c}' for c in LOAD_UPDATE_FIELDS)})"
+)
+
+
 def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
     """Every approach, by name, in the order the results list them.
 
     Args:
         workers: worker counts for every approach that has a pool; None keeps
-            the defaults (bulkpar --func with 1 and 2, the others with 2).
+            the defaults (bulkpar ``update --func``, ``create``, ``upsert`` and
+            ``save`` with 1 and 2, the others with 2).
 
     ``bulkpar-func-django-wN`` is ``bulkpar-func-wN`` with ``--method django``:
     the same ``bulk_update`` writer as the peers, so that comparing the two
@@ -249,8 +387,17 @@ def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
     """
     func_workers = list(workers or (1, 2))
     pool_workers = list(workers or (2,))
+    approaches = [
+        *_update(func_workers, pool_workers),
+        *_load(func_workers, pool_workers),
+        *_save(func_workers, pool_workers),
+    ]
+    return {a.name: a for a in approaches}
+
+
+def _update(func_workers: list[int], pool_workers: list[int]) -> list[Approach]:
     bump = Effect.BUMP
-    approaches: list[Approach] = [
+    return [
         ScriptApproach(
             name="django-bulk_update-serial",
             group="update",
@@ -301,7 +448,7 @@ def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
             effect=bump,
             description="psql: one UPDATE … SET score = score + 1, email = upper(email)",
             workers=None,
-            statement=f"UPDATE {TABLE} SET score = score + 1, email = upper(email)",
+            statements=(f"UPDATE {TABLE} SET score = score + 1, email = upper(email)",),
         ),
         *(
             CliApproach(
@@ -320,10 +467,181 @@ def build_registry(workers: Sequence[int] | None = None) -> dict[str, Approach]:
             effect=Effect.DEACTIVATE,
             description="psql: one UPDATE … SET active = false",
             workers=None,
-            statement=f"UPDATE {TABLE} SET active = false",
+            statements=(f"UPDATE {TABLE} SET active = false",),
         ),
     ]
-    return {a.name: a for a in approaches}
+
+
+def _load(func_workers: list[int], pool_workers: list[int]) -> list[Approach]:
+    create, upsert = Effect.CREATE, Effect.UPSERT
+    upsert_args = ("--unique", ",".join(UNIQUE_FIELDS))
+
+    def script(name: str, effect: Effect, description: str) -> ScriptApproach:
+        return ScriptApproach(name, "load", effect, description, workers=None, script=name)
+
+    return [
+        script(
+            "django-bulk_create-serial",
+            create,
+            "one process: read the JSONL, Row(**converted record), "
+            "bulk_create(batch, batch_size=1000) in a transaction per 1000",
+        ),
+        script(
+            "django-pgbulk-copy",
+            create,
+            "one process: pgbulk.copy(Row, batch) (django-pgbulk's COPY) per 1000, "
+            "a transaction each",
+        ),
+        script(
+            "django-bulk-load-create",
+            create,
+            "one process: django_bulk_load.bulk_insert_models(batch) per 1000 "
+            "(COPY into a temp table + INSERT; Django on psycopg2, which the package needs)",
+        ),
+        *(
+            CliInputApproach(
+                name=f"bulkpar-create-w{n}",
+                group="load",
+                effect=create,
+                description=f"bulkpar create --input FILE.jsonl --chunk 1000 --workers {n}",
+                workers=n,
+                operation="create",
+            )
+            for n in func_workers
+        ),
+        PsqlApproach(
+            name="copy-from-stdin",
+            group="load",
+            effect=create,
+            description="psql: \\copy benchapp_row (…) FROM the same rows as CSV: "
+            "the physical limit of a plain load",
+            workers=None,
+            statements=(
+                f"\\copy {TABLE} ({LOAD_COLUMNS}) FROM '{{csv}}' WITH (FORMAT csv, HEADER)",
+            ),
+        ),
+        *(
+            CliInputApproach(
+                name=f"bulkpar-create-ignore-conflicts-w{n}",
+                group="load",
+                effect=Effect.CREATE_SKIP,
+                description=f"bulkpar create --ignore-conflicts --chunk 1000 --workers {n}, "
+                "half the keys already in the table",
+                workers=n,
+                operation="create",
+                job_args=("--ignore-conflicts",),
+            )
+            for n in pool_workers
+        ),
+        script(
+            "django-bulk_create-update_conflicts-serial",
+            upsert,
+            "one process: bulk_create(batch, update_conflicts=True, "
+            "unique_fields=['external_id'], update_fields=[every other field], "
+            "batch_size=1000) in a transaction per 1000",
+        ),
+        script(
+            "select-bulk_create-bulk_update-serial",
+            upsert,
+            "one process, a transaction per 1000: select_for_update() the batch's keys, "
+            "bulk_create the new rows, bulk_update the existing ones",
+        ),
+        script(
+            "django-bulk-update-or-create",
+            upsert,
+            "one process: bulk_update_or_create(batch, fields, match_field='external_id') "
+            "(django-bulk-update-or-create) per 1000, in a transaction each",
+        ),
+        script(
+            "django-pgbulk-upsert",
+            upsert,
+            "one process: pgbulk.upsert(Row, batch, ['external_id'], fields, "
+            "ignore_unchanged=True) per 1000, a transaction each",
+        ),
+        script(
+            "django-bulk-load-upsert",
+            upsert,
+            "one process: django_bulk_load.bulk_upsert_models(batch, "
+            "pk_field_names=['external_id']) per 1000 (Django on psycopg2)",
+        ),
+        *(
+            CliInputApproach(
+                name=f"bulkpar-upsert-w{n}",
+                group="load",
+                effect=upsert,
+                description=f"bulkpar upsert --unique external_id --chunk 1000 --workers {n} "
+                "(default writer)",
+                workers=n,
+                operation="upsert",
+                job_args=upsert_args,
+            )
+            for n in func_workers
+        ),
+        *(
+            CliInputApproach(
+                name=f"bulkpar-upsert-values-w{n}",
+                group="load",
+                effect=upsert,
+                description=f"bulkpar upsert --method values --chunk 1000 --workers {n}",
+                workers=n,
+                operation="upsert",
+                job_args=(*upsert_args, "--method", "values"),
+            )
+            for n in pool_workers
+        ),
+        PsqlApproach(
+            name="copy-temp-insert-on-conflict",
+            group="load",
+            effect=upsert,
+            description="psql: \\copy the CSV into a temp table, then one INSERT … SELECT … "
+            "ON CONFLICT (external_id) DO UPDATE … WHERE … IS DISTINCT FROM …",
+            workers=None,
+            statements=(
+                f"CREATE TEMP TABLE incoming AS SELECT {LOAD_COLUMNS} FROM {TABLE} WITH NO DATA",
+                f"\\copy incoming ({LOAD_COLUMNS}) FROM '{{csv}}' WITH (FORMAT csv, HEADER)",
+                f"INSERT INTO {TABLE} ({LOAD_COLUMNS}) SELECT {LOAD_COLUMNS} FROM incoming "
+                f"ON CONFLICT (external_id) DO UPDATE SET {_UPSERT_SET} WHERE {_UPSERT_CHANGED}",
+            ),
+        ),
+    ]
+
+
+def _save(func_workers: list[int], pool_workers: list[int]) -> list[Approach]:
+    return [
+        ScriptApproach(
+            name="django-save-loop-serial",
+            group="save",
+            effect=Effect.SAVE,
+            description="one process: for each record, Signalled(**converted).save() "
+            "(autocommit: every statement commits)",
+            workers=None,
+            script="django-save-loop-serial",
+        ),
+        *(
+            ScriptApproach(
+                name=f"futures-per-object-pool-{n}",
+                group="save",
+                effect=Effect.SAVE,
+                description=f"ProcessPoolExecutor({n}, initializer=django.setup): one future "
+                "per object that builds and save()s it, tqdm over as_completed",
+                workers=n,
+                script="futures-per-object-pool",
+            )
+            for n in pool_workers
+        ),
+        *(
+            CliInputApproach(
+                name=f"bulkpar-save-w{n}",
+                group="save",
+                effect=Effect.SAVE,
+                description=f"bulkpar save --model benchapp.Signalled --input FILE.jsonl "
+                f"--chunk 500 --workers {n}",
+                workers=n,
+                operation="save",
+            )
+            for n in func_workers
+        ),
+    ]
 
 
 # --- the script approaches, run inside `python bench/run.py --child NAME` ---------------------
@@ -337,6 +655,17 @@ def _setup_django() -> None:
     django.setup()
 
 
+def _use_psycopg2() -> None:
+    """Make Django's PostgreSQL backend use psycopg2 (before ``django.setup()``).
+
+    django-bulk-load 1.4.3 calls psycopg2's cursor API (``copy_expert``) on
+    Django's connection, so it only works with Django on psycopg2. Django
+    prefers psycopg 3 when it can import it; marking ``psycopg`` unimportable
+    makes it fall back to psycopg2, as in a project that has only psycopg2.
+    """
+    sys.modules["psycopg"] = None  # type: ignore[assignment]
+
+
 def _write_batch(batch: list[Any]) -> int:
     from benchapp.models import Row
     from django.db import transaction
@@ -345,7 +674,7 @@ def _write_batch(batch: list[Any]) -> int:
         return int(Row.objects.bulk_update(batch, BUMP_FIELDS, batch_size=CHUNK))
 
 
-def django_bulk_update_serial(workers: int | None, phases: dict[str, float]) -> int:
+def django_bulk_update_serial(work: ScriptArgs, phases: dict[str, float]) -> int:
     """Stream the rows by pk, bump them, bulk_update each batch of 1000 in its own transaction."""
     from benchapp.models import Row
     from benchapp.transforms import bump
@@ -385,7 +714,7 @@ def _blogpost_update_chunk(chunk: list[Any]) -> int:
     return int(Row.objects.bulk_update(chunk, BUMP_FIELDS))
 
 
-def blogpost_pool(workers: int | None, phases: dict[str, float]) -> int:
+def blogpost_pool(work: ScriptArgs, phases: dict[str, float]) -> int:
     """The blog-post recipe: load and bump everything in the parent, Pool.map the writes."""
     from benchapp.models import Row
     from benchapp.transforms import bump
@@ -399,7 +728,7 @@ def blogpost_pool(workers: int | None, phases: dict[str, float]) -> int:
     transformed = time.perf_counter()
     chunks = [objs[i : i + CHUNK] for i in range(0, len(objs), CHUNK)]
     connections.close_all()  # forked workers must not share the parent's socket
-    with multiprocessing.Pool(workers, initializer=_blogpost_init) as pool:
+    with multiprocessing.Pool(work.workers, initializer=_blogpost_init) as pool:
         written = sum(pool.map(_blogpost_update_chunk, chunks))
         pool.close()
         pool.join()
@@ -409,32 +738,327 @@ def blogpost_pool(workers: int | None, phases: dict[str, float]) -> int:
     return written
 
 
+# --- load group: each script reads the JSON Lines file and converts records itself -------------
+
+
+def _read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON Lines file, one ``json.loads`` per line."""
+    with path.open() as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _row(record: dict[str, Any]) -> Any:
+    """A ``Row`` with the record's values converted to Python types, as a loader would."""
+    from benchapp.models import Row
+
+    updated_at = record["updated_at"]
+    return Row(
+        external_id=record["external_id"],
+        name=record["name"],
+        email=record["email"],
+        score=int(record["score"]),
+        amount=Decimal(record["amount"]),
+        active=bool(record["active"]),
+        updated_at=datetime.fromisoformat(updated_at) if updated_at is not None else None,
+    )
+
+
+def _batches(
+    path: Path, phases: dict[str, float], size: int = CHUNK
+) -> Iterator[list[dict[str, Any]]]:
+    """Batches of ``size`` records; the time spent reading them goes to ``phases['read']``."""
+    phases.setdefault("read", 0.0)
+    batch: list[dict[str, Any]] = []
+    mark = time.perf_counter()
+    for record in _read_records(path):
+        batch.append(record)
+        if len(batch) == size:
+            phases["read"] += time.perf_counter() - mark
+            yield batch
+            batch = []
+            mark = time.perf_counter()
+    phases["read"] += time.perf_counter() - mark
+    if batch:
+        yield batch
+
+
+def _load_with(
+    work: ScriptArgs,
+    phases: dict[str, float],
+    write: Callable[[list[Any]], object],
+    *,
+    atomic: bool = True,
+) -> int:
+    """Read the input in batches of 1000, build ``Row`` objects, ``write`` each batch.
+
+    Args:
+        work: the script's arguments (the input file).
+        phases: ``read``, ``convert`` and ``write`` seconds are added here.
+        write: writes one batch of unsaved ``Row`` instances.
+        atomic: wrap each ``write`` in ``transaction.atomic()`` (False for a
+            library call that opens its own transaction).
+    """
+    from django.db import transaction
+
+    phases["convert"] = phases["write"] = 0.0
+    records = 0
+    for batch in _batches(work.input, phases):
+        start = time.perf_counter()
+        objs = [_row(record) for record in batch]
+        converted = time.perf_counter()
+        if atomic:
+            with transaction.atomic():
+                write(objs)
+        else:
+            write(objs)
+        phases["convert"] += converted - start
+        phases["write"] += time.perf_counter() - converted
+        records += len(batch)
+    return records
+
+
+def django_bulk_create_serial(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """``bulk_create`` every batch of 1000 in its own transaction."""
+    from benchapp.models import Row
+
+    return _load_with(work, phases, lambda objs: Row.objects.bulk_create(objs, batch_size=CHUNK))
+
+
+def django_bulk_create_update_conflicts_serial(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """``bulk_create(update_conflicts=True)`` (Django's own upsert) per batch of 1000."""
+    from benchapp.models import Row
+
+    def write(objs: list[Any]) -> None:
+        Row.objects.bulk_create(
+            objs,
+            batch_size=CHUNK,
+            update_conflicts=True,
+            unique_fields=UNIQUE_FIELDS,
+            update_fields=LOAD_UPDATE_FIELDS,
+        )
+
+    return _load_with(work, phases, write)
+
+
+def select_bulk_create_bulk_update_serial(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """The classic upsert: lock existing keys, bulk_create the new rows, bulk_update the rest."""
+    from benchapp.models import Row
+
+    def write(objs: list[Any]) -> None:
+        keys = [obj.external_id for obj in objs]
+        existing = {
+            row.external_id: row
+            for row in Row.objects.select_for_update().filter(external_id__in=keys)
+        }
+        new, changed = [], []
+        for obj in objs:
+            row = existing.get(obj.external_id)
+            if row is None:
+                new.append(obj)
+                continue
+            for name in LOAD_UPDATE_FIELDS:
+                setattr(row, name, getattr(obj, name))
+            changed.append(row)
+        Row.objects.bulk_create(new, batch_size=CHUNK)
+        Row.objects.bulk_update(changed, LOAD_UPDATE_FIELDS, batch_size=CHUNK)
+
+    return _load_with(work, phases, write)
+
+
+def django_bulk_update_or_create(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """django-bulk-update-or-create's ``bulk_update_or_create``, per batch of 1000.
+
+    The package's queryset (``BulkUpdateOrCreateQuerySet``) is normally the
+    model's manager; building it on ``Row`` directly is the same thing
+    without changing the model.
+    """
+    from benchapp.models import Row
+    from bulk_update_or_create import BulkUpdateOrCreateQuerySet
+
+    queryset = BulkUpdateOrCreateQuerySet(model=Row)
+
+    def write(objs: list[Any]) -> None:
+        queryset.bulk_update_or_create(
+            objs, LOAD_UPDATE_FIELDS, match_field="external_id", batch_size=CHUNK
+        )
+
+    return _load_with(work, phases, write)
+
+
+def django_pgbulk_upsert(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """``pgbulk.upsert`` (one INSERT … ON CONFLICT per batch), unchanged rows left alone."""
+    import pgbulk
+    from benchapp.models import Row
+
+    def write(objs: list[Any]) -> None:
+        pgbulk.upsert(Row, objs, UNIQUE_FIELDS, LOAD_UPDATE_FIELDS, ignore_unchanged=True)
+
+    return _load_with(work, phases, write)
+
+
+def django_pgbulk_copy(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """``pgbulk.copy`` (COPY … FROM STDIN through psycopg 3) per batch of 1000."""
+    import pgbulk
+    from benchapp.models import Row
+
+    return _load_with(work, phases, lambda objs: pgbulk.copy(Row, objs))
+
+
+def django_bulk_load_upsert(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """django-bulk-load's ``bulk_upsert_models`` per batch of 1000 (its own transaction)."""
+    from django_bulk_load import bulk_upsert_models
+
+    return _load_with(
+        work,
+        phases,
+        lambda objs: bulk_upsert_models(objs, pk_field_names=UNIQUE_FIELDS),
+        atomic=False,
+    )
+
+
+def django_bulk_load_create(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """django-bulk-load's ``bulk_insert_models`` per batch of 1000 (its own transaction)."""
+    from django_bulk_load import bulk_insert_models
+
+    return _load_with(work, phases, bulk_insert_models, atomic=False)
+
+
+# --- save group --------------------------------------------------------------------------------
+
+
+def _signalled(record: dict[str, Any]) -> Any:
+    """A new ``Signalled`` with the record's values converted to Python types."""
+    from benchapp.models import Signalled
+
+    return Signalled(
+        external_id=record["external_id"],
+        name=record["name"],
+        quantity=int(record["quantity"]),
+        unit_price=Decimal(record["unit_price"]),
+    )
+
+
+def django_save_loop_serial(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """``obj.save()`` per record, in autocommit: each statement is its own transaction."""
+    phases["read"] = phases["save"] = 0.0
+    saved = 0
+    mark = time.perf_counter()
+    for record in _read_records(work.input):
+        obj = _signalled(record)
+        now = time.perf_counter()
+        phases["read"] += now - mark
+        obj.save()
+        mark = time.perf_counter()
+        phases["save"] += mark - now
+        saved += 1
+    return saved
+
+
+def _futures_init() -> None:
+    """Initializer of the futures approach: every worker runs ``django.setup()``."""
+    _setup_django()
+
+
+def _futures_save_one(record: dict[str, Any]) -> int:
+    """One future: build the object from its record and ``save()`` it (autocommit)."""
+    obj = _signalled(record)
+    obj.save()
+    return int(obj.pk)
+
+
+def futures_per_object_pool(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """The popular recipe: a ProcessPoolExecutor, one future per object, tqdm over as_completed."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from django.db import connections
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    records = list(_read_records(work.input))
+    read = time.perf_counter()
+    connections.close_all()  # forked workers must not share the parent's socket
+    saved = 0
+    with ProcessPoolExecutor(max_workers=work.workers, initializer=_futures_init) as pool:
+        futures = [pool.submit(_futures_save_one, record) for record in records]
+        for future in tqdm(as_completed(futures), total=len(futures)):
+            future.result()
+            saved += 1
+    phases["read"] = read - start
+    phases["pool start-up and save"] = time.perf_counter() - read
+    return saved
+
+
+@dataclass(frozen=True)
+class ScriptArgs:
+    """What ``--child`` passes a script function.
+
+    Attributes:
+        workers: ``--workers`` (pool size) or None.
+        input_path: ``--input`` (the group's JSON Lines file); None for the update group.
+    """
+
+    workers: int | None
+    input_path: Path | None
+
+    @property
+    def input(self) -> Path:
+        """The input file (the load and save scripts need one)."""
+        if self.input_path is None:
+            raise SystemExit("this script needs --input FILE")
+        return self.input_path
+
+
 @dataclass(frozen=True)
 class Script:
-    """A script approach's function and whether it needs Django set up first."""
+    """A script approach's function and how its process must be set up.
 
-    run: Callable[[int | None, dict[str, float]], int]
+    Attributes:
+        run: the function; returns the rows it wrote (or records it processed).
+        django: set Django up first (``seconds`` starts after that).
+        psycopg2: make Django use psycopg2 (see :func:`_use_psycopg2`).
+    """
+
+    run: Callable[[ScriptArgs, dict[str, float]], int]
     django: bool
+    psycopg2: bool = False
 
 
 #: The functions ``python bench/run.py --child NAME`` can run.
 SCRIPTS: dict[str, Script] = {
     "django-bulk_update-serial": Script(django_bulk_update_serial, django=True),
     "blogpost-pool": Script(blogpost_pool, django=True),
+    "django-bulk_create-serial": Script(django_bulk_create_serial, django=True),
+    "django-bulk_create-update_conflicts-serial": Script(
+        django_bulk_create_update_conflicts_serial, django=True
+    ),
+    "select-bulk_create-bulk_update-serial": Script(
+        select_bulk_create_bulk_update_serial, django=True
+    ),
+    "django-bulk-update-or-create": Script(django_bulk_update_or_create, django=True),
+    "django-pgbulk-upsert": Script(django_pgbulk_upsert, django=True),
+    "django-pgbulk-copy": Script(django_pgbulk_copy, django=True),
+    "django-bulk-load-upsert": Script(django_bulk_load_upsert, django=True, psycopg2=True),
+    "django-bulk-load-create": Script(django_bulk_load_create, django=True, psycopg2=True),
+    "django-save-loop-serial": Script(django_save_loop_serial, django=True),
+    "futures-per-object-pool": Script(futures_per_object_pool, django=True),
 }
 
 
-def run_script(name: str, workers: int | None) -> None:
+def run_script(name: str, workers: int | None, input_path: Path | None = None) -> None:
     """Run one script approach in this process and print its result as one JSON line.
 
     ``seconds`` starts after Django is set up, so that it compares with the
     ``seconds`` of a bulkpar report (which starts after the CLI loaded Django).
     """
     script = SCRIPTS[name]
+    if script.psycopg2:
+        _use_psycopg2()
     if script.django:
         _setup_django()
     phases: dict[str, float] = {}
     start = time.perf_counter()
-    written = script.run(workers, phases)
+    written = script.run(ScriptArgs(workers, input_path), phases)
     seconds = time.perf_counter() - start
     print(json.dumps({"written": written, "seconds": seconds, "phases": phases}))

@@ -8,6 +8,14 @@ seed values are known per row, ``read_state`` can check *every* row after a
 run, in one scan: not just that the totals add up, but that each row was
 changed exactly as the approach promised and that no other column moved.
 
+The create/upsert (*load*) and *save* groups work the same way, on inputs
+written once per benchmark (:func:`write_inputs`): row ``i`` of an input file
+holds values that are a function of ``i`` (:data:`LOAD_EXPRESSIONS`,
+:func:`load_record`; :data:`SAVE_EXPRESSIONS`, :func:`save_record`), so the
+check after a run is again one scan that compares every row with what it
+must hold. :func:`seed_for` prepares the table for an :class:`Effect` and
+returns the state to expect; :func:`read_state_for` reads it back.
+
 PostgreSQL only: seeding and checking use ``generate_series``, ``TRUNCATE``,
 ``VACUUM`` and ``CHECKPOINT``.
 """
@@ -18,6 +26,7 @@ import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -209,15 +218,30 @@ def read_state(conn: psycopg.Connection[Any]) -> State:
 
 
 class Effect(Enum):
-    """What an approach must do to the seeded table."""
+    """What an approach must do to the table its group seeded."""
 
     #: ``benchapp.transforms.bump``: ``score += 1`` and ``email = email.upper()`` on every row.
     BUMP = "score+1, upper(email)"
     #: ``active = false`` on every row.
     DEACTIVATE = "active=false"
+    #: Insert every input row into an empty table.
+    CREATE = "create into empty table"
+    #: Insert the input rows whose key is missing (half of them); the others stay as they are.
+    CREATE_SKIP = "create, half the keys exist (skip them)"
+    #: Upsert: half the input keys are new, a quarter exist with other values, a quarter equal.
+    UPSERT = "upsert: 1/2 new, 1/4 changed, 1/4 equal"
+    #: ``save()`` every input record as a new ``Signalled``; its receiver runs once each.
+    SAVE = "save() new objects + post_save"
+
+    @property
+    def group(self) -> str:
+        """The benchmark group whose seed and check this effect uses."""
+        if self in (Effect.BUMP, Effect.DEACTIVATE):
+            return "update"
+        return "save" if self is Effect.SAVE else "load"
 
     def expected(self, seeded: State) -> State:
-        """The state the table must be in after this effect was applied to ``seeded``."""
+        """The state the table must be in after this update effect was applied to ``seeded``."""
         n = seeded.rows
         if self is Effect.BUMP:
             return dataclasses.replace(
@@ -228,4 +252,300 @@ class Effect(Enum):
                 email_seed=0,
                 email_upper=n,
             )
-        return dataclasses.replace(seeded, active=0)
+        if self is Effect.DEACTIVATE:
+            return dataclasses.replace(seeded, active=0)
+        raise ValueError(f"{self} is not an update effect")
+
+    def changed_rows(self, rows: int) -> int:
+        """Rows a plain-SQL reference must report as inserted or changed (``INSERT 0 n``)."""
+        if self is Effect.UPSERT:
+            counts = load_counts(rows)
+            return counts.created + counts.changed
+        if self is Effect.CREATE_SKIP:
+            return load_counts(rows).created
+        return rows
+
+
+# --- create and upsert (the *load* group) -----------------------------------------------------
+
+#: Value of each column of input row ``{i}`` (1-based) as an SQL expression: what a load writes.
+LOAD_EXPRESSIONS: dict[str, str] = {
+    "external_id": "'ext-' || lpad({i}::text, 12, '0')",
+    "name": "'Name ' || {i}",
+    "email": "'user' || {i} || '@example.org'",
+    "score": "({i} * 37) % 1000",
+    "amount": "(({i} * 7919) % 1000000) / 100.0",
+    "active": "{i} % 3 <> 0",
+    "updated_at": (
+        "CASE WHEN {i} % 10 = 0 THEN NULL "
+        "ELSE timestamptz '2025-01-01 00:00:00+00' + {i} * interval '1 second' END"
+    ),
+}
+#: The columns an upsert overwrites on existing rows (every input column but the key).
+LOAD_UPDATE_FIELDS = [c for c in LOAD_EXPRESSIONS if c != "external_id"]
+#: The older values of the seeded rows that an upsert must change (``i % 4 == 0``).
+LOAD_OLD_EXPRESSIONS: dict[str, str] = {
+    **LOAD_EXPRESSIONS,
+    "name": "'Old name ' || {i}",
+    "score": "({i} * 37) % 1000 + 1",
+}
+_LOAD_EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class LoadCounts:
+    """How the input rows of a load split against the half-seeded table.
+
+    Keys ``i`` with ``i % 2 == 0`` exist before the run; of those, ``i % 4 == 0``
+    hold older values (``changed``) and the rest equal the input (``equal``).
+    """
+
+    created: int
+    changed: int
+    equal: int
+
+
+def load_counts(rows: int) -> LoadCounts:
+    """The split of ``rows`` input rows into new, changed and equal keys."""
+    existing, changed = rows // 2, rows // 4
+    return LoadCounts(created=rows - existing, changed=changed, equal=existing - changed)
+
+
+def load_record(i: int) -> dict[str, Any]:
+    """Input row ``i`` as JSON-ready values (the same values as :data:`LOAD_EXPRESSIONS`)."""
+    cents = (i * 7919) % 1_000_000
+    return {
+        "external_id": f"ext-{i:012d}",
+        "name": f"Name {i}",
+        "email": f"user{i}@example.org",
+        "score": (i * 37) % 1000,
+        "amount": f"{cents // 100}.{cents % 100:02d}",
+        "active": i % 3 != 0,
+        "updated_at": None if i % 10 == 0 else (_LOAD_EPOCH + timedelta(seconds=i)).isoformat(),
+    }
+
+
+# --- save() with a post_save receiver (the *save* group) --------------------------------------
+
+SAVE_TABLE = "benchapp_signalled"
+AUDIT_TABLE = "benchapp_auditentry"
+#: Value of each column of input record ``{i}`` of the save group, as SQL.
+SAVE_EXPRESSIONS: dict[str, str] = {
+    "external_id": "'sig-' || lpad({i}::text, 12, '0')",
+    "name": "'Item ' || {i}",
+    "quantity": "({i} * 13) % 50 + 1",
+    "unit_price": "(({i} * 7919) % 100000) / 100.0",
+}
+
+
+def save_record(i: int) -> dict[str, Any]:
+    """Input record ``i`` of the save group (the same values as :data:`SAVE_EXPRESSIONS`)."""
+    cents = (i * 7919) % 100_000
+    return {
+        "external_id": f"sig-{i:012d}",
+        "name": f"Item {i}",
+        "quantity": (i * 13) % 50 + 1,
+        "unit_price": f"{cents // 100}.{cents % 100:02d}",
+    }
+
+
+# --- inputs, seeds and checks per group --------------------------------------------------------
+
+
+def write_inputs(group: str, rows: int, directory: Path) -> dict[str, Path]:
+    """Write the input files of ``group`` for ``rows`` records into ``directory`` (once).
+
+    The load group gets ``load-N.jsonl`` and the same rows as ``load-N.csv``
+    (for the raw ``COPY`` references); the save group ``save-N.jsonl``.
+    Returns the files by format (``jsonl``, ``csv``); files that exist are kept.
+    """
+    if group == "load":
+        files = {"jsonl": directory / f"load-{rows}.jsonl", "csv": directory / f"load-{rows}.csv"}
+        if not all(f.exists() for f in files.values()):
+            columns = list(LOAD_EXPRESSIONS)
+            with files["jsonl"].open("w") as jsonl, files["csv"].open("w") as csv:
+                csv.write(",".join(columns) + "\n")
+                for i in range(1, rows + 1):
+                    record = load_record(i)
+                    jsonl.write(_json_line(record))
+                    csv.write(",".join(_csv_cell(record[c]) for c in columns) + "\n")
+        return files
+    if group == "save":
+        files = {"jsonl": directory / f"save-{rows}.jsonl"}
+        if not files["jsonl"].exists():
+            with files["jsonl"].open("w") as jsonl:
+                for i in range(1, rows + 1):
+                    jsonl.write(_json_line(save_record(i)))
+        return files
+    return {}
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+def _csv_cell(value: Any) -> str:
+    """A CSV cell of :func:`load_record`'s values (none needs quoting; '' is NULL)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def seed_for(conn: psycopg.Connection[Any], rows: int, effect: Effect) -> Any:
+    """Prepare the tables for a run of ``effect`` with ``rows`` rows; returns the state to expect.
+
+    Args:
+        conn: an autocommit connection.
+        rows: the table size (update) or the input rows (load, save).
+        effect: what the next run must do.
+    """
+    if effect.group == "update":
+        return effect.expected(seed(conn, rows))
+    if effect.group == "save":
+        conn.execute(f"TRUNCATE {SAVE_TABLE}, {AUDIT_TABLE} RESTART IDENTITY")
+        for table in (SAVE_TABLE, AUDIT_TABLE):
+            conn.execute(f"VACUUM (ANALYZE) {table}")
+        conn.execute("CHECKPOINT")
+        return SaveState(rows, rows, rows, rows, rows)
+    conn.execute(f"TRUNCATE {TABLE} RESTART IDENTITY")
+    counts = load_counts(rows)
+    if effect is not Effect.CREATE:
+        columns = ", ".join(LOAD_EXPRESSIONS)
+        values = ", ".join(
+            f"CASE WHEN i % 4 = 0 THEN {LOAD_OLD_EXPRESSIONS[c].format(i='i')} "
+            f"ELSE {LOAD_EXPRESSIONS[c].format(i='i')} END"
+            for c in LOAD_EXPRESSIONS
+        )
+        conn.execute(
+            f"INSERT INTO {TABLE} (id, {columns}) SELECT i, {values} "
+            f"FROM generate_series(1::bigint, {int(rows)}) AS i WHERE i % 2 = 0"
+        )
+    conn.execute(f"SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), {int(rows) + 1}, false)")
+    conn.execute(f"VACUUM (ANALYZE) {TABLE}")
+    conn.execute("CHECKPOINT")
+    existing = 0 if effect is Effect.CREATE else rows - counts.created
+    changed = 0 if effect is Effect.CREATE else counts.changed
+    seeded = read_load_state(conn, rows)
+    if seeded != LoadState(existing, existing, existing - changed, changed):
+        raise RuntimeError(f"seeding failed: got {seeded}")
+    if effect is Effect.CREATE_SKIP:  # the changed rows keep their old values
+        return LoadState(rows, rows, rows - counts.changed, counts.changed)
+    return LoadState(rows, rows, rows, 0)
+
+
+def read_state_for(conn: psycopg.Connection[Any], rows: int, effect: Effect) -> Any:
+    """Read back the state :func:`seed_for` said to expect."""
+    if effect.group == "update":
+        return read_state(conn)
+    if effect.group == "save":
+        return read_save_state(conn, rows)
+    return read_load_state(conn, rows)
+
+
+def differences(got: Any, expected: Any) -> str:
+    """``field: got X, expected Y`` for every field of two state dataclasses that differs."""
+    return "; ".join(
+        f"{f.name}: got {getattr(got, f.name)}, expected {getattr(expected, f.name)}"
+        for f in dataclasses.fields(got)
+        if getattr(got, f.name) != getattr(expected, f.name)
+    )
+
+
+@dataclass(frozen=True)
+class LoadState:
+    """The Row table after a load, counted over every row in one scan.
+
+    Attributes:
+        rows: rows in the table.
+        keys: rows whose ``external_id`` is ``ext-<i>`` for an input row ``i``
+            (with ``rows`` and the unique constraint: every key exactly once).
+        new_values: rows holding exactly the input values of their key.
+        old_values: rows holding exactly the older seeded values of their key.
+    """
+
+    rows: int
+    keys: int
+    new_values: int
+    old_values: int
+
+
+def _row_matches(expressions: dict[str, str]) -> str:
+    return " AND ".join(
+        f"{column} IS NOT DISTINCT FROM ({expression.format(i='k')})"
+        for column, expression in expressions.items()
+    )
+
+
+def read_load_state(conn: psycopg.Connection[Any], rows: int) -> LoadState:
+    """Count :class:`LoadState` over the whole Row table, for an input of ``rows`` rows."""
+    row = conn.execute(
+        f"""
+        SELECT count(*),
+               count(*) FILTER (WHERE k BETWEEN 1 AND {int(rows)}),
+               count(*) FILTER (WHERE {_row_matches(LOAD_EXPRESSIONS)}),
+               count(*) FILTER (WHERE {_row_matches(LOAD_OLD_EXPRESSIONS)})
+        FROM (
+            SELECT *, CASE WHEN external_id ~ '^ext-[0-9]{{12}}$'
+                           THEN substr(external_id, 5)::bigint END AS k
+            FROM {TABLE}
+        ) AS t
+        """
+    ).fetchone()
+    assert row is not None
+    return LoadState(*(int(v) for v in row))
+
+
+@dataclass(frozen=True)
+class SaveState:
+    """The ``Signalled`` and audit tables after a save run.
+
+    Attributes:
+        objects: ``Signalled`` rows.
+        values: objects holding exactly their input record's values (key ``sig-<i>``).
+        totals: objects whose ``total`` equals ``quantity * unit_price`` (the
+            receiver's derived field).
+        audit_rows: rows in the audit table.
+        audited_once: objects with exactly one audit row, of action ``created``,
+            whose payload names the object and its total (the receiver ran once).
+    """
+
+    objects: int
+    values: int
+    totals: int
+    audit_rows: int
+    audited_once: int
+
+
+def read_save_state(conn: psycopg.Connection[Any], rows: int) -> SaveState:
+    """Count :class:`SaveState` over both tables, for an input of ``rows`` records."""
+    row = conn.execute(
+        f"""
+        SELECT count(*),
+               count(*) FILTER (WHERE k BETWEEN 1 AND {int(rows)}
+                                AND {_row_matches(SAVE_EXPRESSIONS)}),
+               count(*) FILTER (WHERE total = quantity * unit_price),
+               (SELECT count(*) FROM {AUDIT_TABLE}),
+               count(*) FILTER (WHERE a.n = 1 AND a.created = 1 AND a.matching = 1)
+        FROM (
+            SELECT *, CASE WHEN external_id ~ '^sig-[0-9]{{12}}$'
+                           THEN substr(external_id, 5)::bigint END AS k
+            FROM {SAVE_TABLE}
+        ) AS s
+        LEFT JOIN (
+            SELECT object_id, count(*) AS n,
+                   count(*) FILTER (WHERE action = 'created') AS created,
+                   count(*) FILTER (
+                       WHERE payload ->> 'external_id' = o.external_id
+                         AND (payload ->> 'total')::numeric = o.quantity * o.unit_price
+                   ) AS matching
+            FROM {AUDIT_TABLE} JOIN {SAVE_TABLE} AS o ON o.id = object_id
+            GROUP BY object_id
+        ) AS a ON a.object_id = s.id
+        """
+    ).fetchone()
+    assert row is not None
+    return SaveState(*(int(v) for v in row))

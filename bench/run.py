@@ -1,6 +1,9 @@
 """Benchmark bulkpar against its peers, end to end, on PostgreSQL.
 
-    python bench/run.py --rows 200000 --repeat 3
+    python bench/run.py --rows 200000 --repeat 3               # the update group
+    python bench/run.py --group load --rows 100000 --repeat 3  # create and upsert from a file
+    python bench/run.py --group save --rows 20000 --repeat 3   # save() with a post_save receiver
+    python bench/run.py --memory --rows 100000,1000000         # peak RSS against the input size
     python bench/run.py --rows 50000 --repeat 1 --only bulkpar-func-w2,blogpost-pool-2
     python bench/run.py --workers 1,2,4          # every pooled approach with 1, 2 and 4 workers
 
@@ -17,7 +20,10 @@ idle, and it redoes a run during which they used too much CPU
 snapshot of a commit instead of a working tree that may change meanwhile.
 The results (median, min and max seconds, rows per second, peak RSS of the
 process tree) are printed as a Markdown table and written to
-``bench/results/<timestamp>-<name>.json`` and ``.md``.
+``bench/results/<timestamp>-<name>.json`` and ``.md``. The load and save
+groups read input files that are written once, before the first run
+(untimed); ``--memory`` runs the approaches at several sizes and tabulates
+the peak RSS of every process instead of the timings.
 
 ``python bench/run.py --child NAME`` is how the harness runs a script
 approach; it is not meant to be called by hand.
@@ -88,6 +94,8 @@ class RunMonitor(threading.Thread):
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._first_cpu: dict[int, int] = {}
         self._last_cpu: dict[int, int] = {}
+        #: Per process of the run: pid -> (parent pid, command line, peak RSS in bytes).
+        self.processes: dict[int, tuple[int, str, int]] = {}
 
     @property
     def other_cpu_seconds(self) -> float:
@@ -122,11 +130,51 @@ class RunMonitor(threading.Thread):
             pid = int(entry.name)
             if int(fields[3]) == self.session:  # field 6: session id
                 rss += int(fields[21]) * self._page_size  # field 24: rss in pages
+                self._note_process(pid, int(fields[1]))  # field 4: parent pid
             elif not comm.startswith(b"postgres") or self._is_other_backend(pid):
                 cpu = int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
                 self._first_cpu.setdefault(pid, cpu)
                 self._last_cpu[pid] = cpu
         return rss
+
+    def _note_process(self, pid: int, ppid: int) -> None:
+        """Record the peak RSS of one of the run's processes (``VmHWM``: exact, not sampled)."""
+        try:
+            with open(f"/proc/{pid}/status", "rb") as status:
+                hwm = next((line for line in status if line.startswith(b"VmHWM:")), b"")
+        except OSError:
+            return
+        if not hwm:  # a zombie has no memory left to report
+            return
+        peak = int(hwm.split()[1]) * 1024
+        known = self.processes.get(pid, (ppid, "", 0))
+        # read every time: a process seen right after fork() still shows its parent's command
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = ""
+        self.processes[pid] = (known[0], command or known[1], max(known[2], peak))
+
+    def process_peaks(self) -> list[dict[str, Any]]:
+        """Peak RSS of each process of the run, with its role, in start order.
+
+        Roles: ``parent`` (the process the harness started), ``forkserver``
+        and ``resource tracker`` (multiprocessing's helpers), ``worker`` (any
+        other process, e.g. a pool worker).
+        """
+        peaks = []
+        for pid, (ppid, command, peak) in sorted(self.processes.items()):
+            if pid == self.session:
+                role = "parent"
+            elif "forkserver" in command and ppid == self.session:
+                role = "forkserver"
+            elif "resource_tracker" in command:
+                role = "resource tracker"
+            else:
+                role = "worker"
+            peaks.append({"pid": pid, "role": role, "peak_rss_mib": round(peak / 2**20, 1)})
+        return peaks
 
     def _is_other_backend(self, pid: int) -> bool:
         """A PostgreSQL backend serving a client of another database."""
@@ -178,6 +226,7 @@ class Execution:
     stdout: str
     stderr: str
     timed_out: bool
+    processes: tuple[dict[str, Any], ...] = ()
 
 
 def execute(command: Sequence[str], timeout: float, env: dict[str, str]) -> Execution:
@@ -230,6 +279,7 @@ def execute(command: Sequence[str], timeout: float, env: dict[str, str]) -> Exec
             stdout=b"".join(output).decode(errors="replace"),
             stderr=stderr.read().decode(errors="replace"),
             timed_out=timed_out.is_set(),
+            processes=tuple(monitor.process_peaks()),
         )
 
 
@@ -260,6 +310,8 @@ class Run:
         bulkpar_source: a hash of bulkpar's source files when the run started.
         discarded: earlier attempts of this run, done again because other
             programs were busy meanwhile (their ``seconds`` and ``other_cpu_seconds``).
+        processes: every process of the run with its role and peak RSS
+            (``VmHWM`` from ``/proc``; see :meth:`RunMonitor.process_peaks`).
         in_run_seconds: what the program measured for the job itself.
         phases: seconds per phase, as the program measured them.
         details: extra data from the program's output.
@@ -278,6 +330,7 @@ class Run:
     error: str | None = None
     bulkpar_source: str = ""
     discarded: tuple[dict[str, float], ...] = ()
+    processes: tuple[dict[str, Any], ...] = ()
 
     @property
     def other_cpu_pct(self) -> float:
@@ -297,6 +350,7 @@ class Harness:
         redo: at most this many extra attempts per run.
         bulkpar_dir: the bulkpar package the runs import (hashed before every run).
         env: variables added to every run's environment.
+        data_dir: where the input files of the load and save groups are written.
     """
 
     rows: int
@@ -306,13 +360,21 @@ class Harness:
     redo: int
     bulkpar_dir: Path
     env: dict[str, str]
+    data_dir: Path
+
+    def workload(self, group: str) -> approaches.Workload:
+        """The rows and the input files (written on first use, untimed) of ``group``."""
+        return approaches.Workload(
+            self.rows, database.write_inputs(group, self.rows, self.data_dir)
+        )
 
 
 def measure(approach: Approach, repeat: int, conn: Any, harness: Harness) -> tuple[Run, list[str]]:
     """Seed the table, run ``approach`` once, check the table; returns the run and its command."""
     rows, timeout = harness.rows, harness.timeout
-    seeded = database.seed(conn, rows)
-    command = approach.command()
+    work = harness.workload(approach.group)
+    expected = database.seed_for(conn, rows, approach.effect)
+    command = approach.command(work)
     waited = wait_for_quiet_machine(harness.quiet_wait)
     source = source_hash(harness.bulkpar_dir)
     done = execute(command, timeout, {**harness.env, **approach.environment()})
@@ -330,6 +392,7 @@ def measure(approach: Approach, repeat: int, conn: Any, harness: Harness) -> tup
             details=outcome.details if outcome else {},
             error=error,
             bulkpar_source=source,
+            processes=done.processes,
         )
 
     if done.timed_out or done.returncode != 0:
@@ -337,12 +400,12 @@ def measure(approach: Approach, repeat: int, conn: Any, harness: Harness) -> tup
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         return result("FAILED", f"{why}: {tail}"), command
     try:
-        outcome = approach.outcome(done.stdout, rows)
+        outcome = approach.outcome(done.stdout, work)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         unreadable = f"unreadable output ({type(exc).__name__}: {exc}): {done.stdout[-500:]!r}"
         return result("FAILED", unreadable), command
-    state = database.read_state(conn)
-    wrong = state.differences(approach.effect.expected(seeded))
+    state = database.read_state_for(conn, rows, approach.effect)
+    wrong = database.differences(state, expected)
     error = f"table is wrong: {wrong}" if wrong else outcome.error
     return result("WRONG" if error else "ok", error, outcome), command
 
@@ -509,14 +572,14 @@ def prime(env: dict[str, str]) -> None:
     )
 
 
-def render_markdown(results: dict[str, Any]) -> str:
-    """The results as Markdown: a header naming the machine, the table, where time goes."""
+def _render_header(results: dict[str, Any], size: str) -> list[str]:
+    """The Markdown heading and machine table every results file starts with."""
     machine = results["machine"]
     pg = machine["postgresql_settings"]
     pg_notes = ", ".join(f"{k} {v}" for k, v in sorted(pg.items()))
-    lines = [
-        f"### bulkpar benchmark: {results['name']} — {results['rows']:,} rows, "
-        f"{results['repeat']} repeat(s)",
+    redone = sum(len(r.get("discarded", ())) for entry in _entries(results) for r in entry["runs"])
+    return [
+        f"### bulkpar benchmark: {results['name']} — {size}, {results['repeat']} repeat(s)",
         "",
         "| | |",
         "|---|---|",
@@ -535,10 +598,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"than {QUIET_CPU:.0%} of a CPU for {QUIET_WINDOW:g} s |",
         "",
         f"Runs during which other programs used more than {results['max_other_cpu']:g}% of a "
-        f"CPU were done again (at most {results['redo']} times): "
-        f"{sum(e['summary'].get('redone', 0) for e in results['approaches'].values())} "
-        "attempt(s) discarded.",
+        f"CPU were done again (at most {results['redo']} times): {redone} attempt(s) discarded.",
         "",
+    ]
+
+
+def _entries(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-approach entries of a results dict (timed benchmark or ``--memory``)."""
+    if "entries" in results:
+        return list(results["entries"])
+    return list(results["approaches"].values())
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown: a header naming the machine, the table, where time goes."""
+    lines = [
+        *_render_header(results, f"{results['rows']:,} rows"),
         "| approach | effect | workers | median s | min s | max s | rows/s | × best | "
         "in-run s | peak RSS MiB | other CPU % |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
@@ -647,19 +722,47 @@ def _int_list(value: str) -> list[int]:
     return numbers
 
 
+#: Rows when ``--rows`` is not given, per group (the save group's jobs cost ~3 statements a row).
+DEFAULT_ROWS = {"update": 200_000, "load": 100_000, "save": 20_000}
+#: What ``--memory`` measures unless ``--only`` says otherwise.
+MEMORY_DEFAULT = ("bulkpar-create-w2", "bulkpar-upsert-w2", "blogpost-pool-2")
+#: Row counts of ``--memory`` unless ``--rows`` says otherwise.
+MEMORY_ROWS = [100_000, 1_000_000]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The harness's options (and the internal ``--child``)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=200_000, help="rows in the table")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per approach")
-    parser.add_argument("--only", help="comma-separated approach names (default: all); see --list")
+    parser.add_argument(
+        "--rows",
+        type=_int_list,
+        help="rows in the table (update) or input records (load, save); default per group: "
+        + ", ".join(f"{g} {n:,}" for g, n in DEFAULT_ROWS.items())
+        + "; with --memory, a list (default 100000,1000000)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="timed runs per approach (default 3; 1 with --memory)"
+    )
+    parser.add_argument(
+        "--group",
+        choices=[*approaches.GROUPS, "all"],
+        help="run this group's approaches (default: update, unless --only names approaches)",
+    )
+    parser.add_argument("--only", help="comma-separated approach names (any group); see --list")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="measure peak memory against the input size instead: run each approach "
+        f"(default {', '.join(MEMORY_DEFAULT)}) at every --rows count and report the peak "
+        "RSS of the parent, of each process and of the whole tree",
+    )
     parser.add_argument(
         "--workers",
         type=_int_list,
         help="worker counts for every pooled approach, e.g. 1,2,4 "
-        "(default: bulkpar --func 1,2; the others 2)",
+        "(default: bulkpar update --func, create, upsert and save 1,2; the others 2)",
     )
     parser.add_argument(
         "--bulkpar-rev",
@@ -690,9 +793,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--list", action="store_true", help="list the approaches and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.rows < 1 or args.repeat < 1:
-        parser.error("--rows and --repeat must be at least 1")
+    if args.repeat is None:
+        args.repeat = 1 if args.memory else 3
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.child is not None:
         if args.child not in approaches.SCRIPTS:
             parser.error(f"unknown script {args.child!r}")
@@ -700,7 +806,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--child takes one worker count")
         return args
     registry = approaches.build_registry(args.workers)
-    names = list(registry)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in registry]
@@ -709,7 +814,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                 f"unknown approach(es) {', '.join(unknown)}; available: {', '.join(registry)} "
                 "(worker counts in names come from --workers)"
             )
+        if args.group not in (None, "all"):
+            names = [n for n in names if registry[n].group == args.group]
+    elif args.memory:
+        names = [n for n in MEMORY_DEFAULT if n in registry]
+    else:
+        group = args.group or "update"
+        names = [n for n, a in registry.items() if group in ("all", a.group)]
+    if not names:
+        parser.error("no approach selected")
     args.selected = [registry[n] for n in names]
+    groups = list(dict.fromkeys(a.group for a in args.selected))
+    if args.list:
+        return args
+    if args.memory:
+        args.rows = args.rows or MEMORY_ROWS
+    elif args.rows is None:
+        defaults = {DEFAULT_ROWS[g] for g in groups}
+        if len(defaults) > 1:
+            parser.error(
+                f"the groups {', '.join(groups)} have different default sizes: give --rows"
+            )
+        args.rows = defaults.pop()
+    elif len(args.rows) != 1:
+        parser.error("--rows takes one number (a list only with --memory)")
+    else:
+        args.rows = args.rows[0]
     return args
 
 
@@ -717,12 +847,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark (or, with ``--child``, one script approach)."""
     args = parse_args(argv)
     if args.child is not None:
-        approaches.run_script(args.child, args.workers[0] if args.workers else None)
+        approaches.run_script(args.child, args.workers[0] if args.workers else None, args.input)
         return
     selected: list[Approach] = args.selected
     if args.list:
         for approach in selected:
-            print(f"{approach.name:30} {approach.description}")
+            print(f"{approach.name:45} {approach.group:7} {approach.description}")
         return
 
     # Stop cleanly (killing the run in progress) on Ctrl-C or kill, even when started in
@@ -731,29 +861,77 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     started = datetime.now(timezone.utc)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    with tempfile.TemporaryDirectory(prefix="bulkpar-bench-") as snapshot:
+    with tempfile.TemporaryDirectory(prefix="bulkpar-bench-") as scratch:
+        snapshot, data_dir = Path(scratch, "snapshot"), Path(scratch, "inputs")
+        snapshot.mkdir()
+        data_dir.mkdir()
         bulkpar_dir, env, commit = installed_bulkpar(), {}, None
         if args.bulkpar_rev:
-            bulkpar_dir, commit = export_bulkpar(args.bulkpar_rev, Path(snapshot))
-            pythonpath = [snapshot, *filter(None, [os.environ.get("PYTHONPATH")])]
+            bulkpar_dir, commit = export_bulkpar(args.bulkpar_rev, snapshot)
+            pythonpath = [str(snapshot), *filter(None, [os.environ.get("PYTHONPATH")])]
             env = {"PYTHONPATH": os.pathsep.join(pythonpath)}
         harness = Harness(
-            rows=args.rows,
+            rows=args.rows[0] if args.memory else args.rows,
             timeout=args.timeout,
             quiet_wait=args.quiet_wait,
             max_other_cpu=args.max_other_cpu,
             redo=args.redo,
             bulkpar_dir=bulkpar_dir,
             env=env,
+            data_dir=data_dir,
         )
-        results = benchmark(args, selected, harness, started, command, commit)
-    markdown = render_markdown(results)
+        if args.memory:
+            results = memory_benchmark(args, selected, harness, started, command, commit)
+            markdown = render_memory_markdown(results)
+        else:
+            results = benchmark(args, selected, harness, started, command, commit)
+            markdown = render_markdown(results)
     RESULTS_DIR.mkdir(exist_ok=True)
     stem = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{results['name']}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown)
     print(markdown)
     print(f"written: {stem.relative_to(REPO_ROOT)}.json and .md", file=sys.stderr)
+
+
+def _header(
+    args: argparse.Namespace,
+    runs: dict[str, list[Run]],
+    command: str,
+    started: datetime,
+    machine: dict[str, Any],
+    bulkpar_commit: str | None,
+) -> dict[str, Any]:
+    """The fields every results file starts with."""
+    return {
+        "command": command,
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "repeat": args.repeat,
+        "chunk": approaches.CHUNK,
+        "max_other_cpu": args.max_other_cpu,
+        "redo": args.redo,
+        "machine": machine,
+        "bulkpar_commit": bulkpar_commit,
+        "bulkpar_sources": list(
+            dict.fromkeys(r.bulkpar_source for rs in runs.values() for r in rs)
+        ),
+    }
+
+
+def _prepare(harness: Harness, selected: list[Approach], rows: Sequence[int]) -> None:
+    """Create the database, warm the imports, and write every input file (all untimed)."""
+    database.prepare()
+    prime(harness.env)
+    for group in dict.fromkeys(a.group for a in selected):
+        for n in rows:
+            started = time.perf_counter()
+            files = database.write_inputs(group, n, harness.data_dir)
+            if files:
+                print(
+                    f"inputs of {group} for {n:,} rows written in "
+                    f"{time.perf_counter() - started:.1f} s (untimed)",
+                    file=sys.stderr,
+                )
 
 
 def benchmark(
@@ -765,8 +943,7 @@ def benchmark(
     bulkpar_commit: str | None,
 ) -> dict[str, Any]:
     """Prepare the database, run every repeat of every approach, and gather the results."""
-    database.prepare()
-    prime(harness.env)
+    _prepare(harness, selected, [args.rows])
     runs: dict[str, list[Run]] = {a.name: [] for a in selected}
     commands: dict[str, list[str]] = {}
     order: list[list[str]] = []
@@ -786,18 +963,8 @@ def benchmark(
     name = args.name or "-".join(dict.fromkeys(a.group for a in selected))
     return {
         "name": name,
-        "command": command,
-        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        **_header(args, runs, command, started, machine, bulkpar_commit),
         "rows": args.rows,
-        "repeat": args.repeat,
-        "chunk": approaches.CHUNK,
-        "max_other_cpu": args.max_other_cpu,
-        "redo": args.redo,
-        "machine": machine,
-        "bulkpar_commit": bulkpar_commit,
-        "bulkpar_sources": list(
-            dict.fromkeys(r.bulkpar_source for rs in runs.values() for r in rs)
-        ),
         "order": order,
         "approaches": {
             a.name: {
@@ -812,6 +979,133 @@ def benchmark(
             for a in selected
         },
     }
+
+
+def memory_benchmark(
+    args: argparse.Namespace,
+    selected: list[Approach],
+    harness: Harness,
+    started: datetime,
+    command: str,
+    bulkpar_commit: str | None,
+) -> dict[str, Any]:
+    """``--memory``: every approach at every row count; peak RSS per process and of the tree.
+
+    Row counts run in increasing order; within one, the approaches are
+    interleaved over the repeats as in :func:`benchmark`. Every run is seeded,
+    checked and redone when disturbed, exactly as in a timed benchmark.
+    """
+    _prepare(harness, selected, args.rows)
+    runs: dict[str, list[Run]] = {}
+    entries: list[dict[str, Any]] = []
+    with database.connect(autocommit=True) as conn:
+        machine = describe_machine(conn)
+        total = args.repeat * len(selected) * len(args.rows)
+        for rows in args.rows:
+            sized = dataclasses.replace(harness, rows=rows)
+            by_approach: dict[str, list[Run]] = {a.name: [] for a in selected}
+            commands: dict[str, list[str]] = {}
+            for repeat in range(args.repeat):
+                shift = repeat % len(selected)
+                for approach in selected[shift:] + selected[:shift]:
+                    done = sum(len(r) for r in runs.values()) + sum(
+                        len(r) for r in by_approach.values()
+                    )
+                    print(f"[{done + 1}/{total}] {rows:,} rows", file=sys.stderr, flush=True)
+                    run, commands[approach.name] = measure_undisturbed(
+                        approach, repeat, conn, sized
+                    )
+                    by_approach[approach.name].append(run)
+            for approach in selected:
+                done_runs = by_approach[approach.name]
+                runs[f"{approach.name}@{rows}"] = done_runs
+                entries.append(
+                    {
+                        "approach": approach.name,
+                        "rows": rows,
+                        "effect": approach.effect.value,
+                        "workers": approach.workers,
+                        "command": shlex.join(commands[approach.name]),
+                        "summary": summarize(done_runs, rows),
+                        "memory": summarize_memory(done_runs),
+                        "runs": [asdict(r) for r in done_runs],
+                    }
+                )
+    return {
+        "name": args.name or "memory",
+        **_header(args, runs, command, started, machine, bulkpar_commit),
+        "rows": args.rows,
+        "entries": entries,
+    }
+
+
+def summarize_memory(runs: list[Run]) -> dict[str, Any]:
+    """The largest peaks over the runs: the tree (sampled sum) and each role (``VmHWM``)."""
+    roles: dict[str, list[float]] = {}
+    for run in runs:
+        per_run: dict[str, list[float]] = {}
+        for process in run.processes:
+            per_run.setdefault(process["role"], []).append(process["peak_rss_mib"])
+        for role, peaks in per_run.items():
+            # the n-th largest process of a role: its largest peak over the runs
+            ranked = sorted(peaks, reverse=True)
+            known = roles.setdefault(role, [])
+            for n, peak in enumerate(ranked):
+                if n < len(known):
+                    known[n] = max(known[n], peak)
+                else:
+                    known.append(peak)
+    return {
+        "tree_peak_rss_mib": max((r.peak_rss_mib for r in runs), default=0.0),
+        "parent_peak_rss_mib": max(roles.get("parent", [0.0])),
+        "worker_peak_rss_mib": max(roles.get("worker", [0.0])),
+        "processes": {role: peaks for role, peaks in roles.items()},
+    }
+
+
+def render_memory_markdown(results: dict[str, Any]) -> str:
+    """The ``--memory`` results as Markdown: one line per approach and row count."""
+    lines = _render_header(results, f"{', '.join(f'{n:,}' for n in results['rows'])} rows")
+    lines += [
+        "| approach | rows | status | median s | rows/s | peak RSS, tree MiB | "
+        "parent MiB | largest worker MiB | every process (role: peak MiB) | other CPU % |",
+        "|---|--:|---|--:|--:|--:|--:|--:|---|--:|",
+    ]
+    for entry in results["entries"]:
+        s, m = entry["summary"], entry["memory"]
+        processes = ", ".join(
+            f"{role} {' / '.join(f'{p:.0f}' for p in peaks)}"
+            for role, peaks in m["processes"].items()
+        )
+        if s["status"] == "ok":
+            timing = [f"{s['median_s']:.2f}", f"{s['rows_per_s']:,.0f}"]
+            other = f"{s['other_cpu_pct_max']:.0f}"
+        else:
+            timing, other = ["", ""], ""
+        lines.append(
+            f"| `{entry['approach']}` | {entry['rows']:,} | {s['status']} | "
+            + " | ".join(timing)
+            + f" | {m['tree_peak_rss_mib']:.0f} | {m['parent_peak_rss_mib']:.0f} | "
+            f"{m['worker_peak_rss_mib']:.0f} | {processes} | {other} |"
+        )
+    lines += [
+        "",
+        "Peak RSS, tree: the largest sum of the RSS of every process of the run, sampled "
+        f"every {SAMPLE_INTERVAL} s (pages shared between processes count once per process). "
+        "parent, worker and every process: each process's own peak (`VmHWM` in `/proc`, "
+        "read every sample: exact up to the last sample before the process ended), the "
+        "largest over the repeats. Roles: parent is the command the harness started "
+        "(bulkpar's CLI, or the script), forkserver and resource tracker are multiprocessing's "
+        "helper processes, worker is every other process (pool workers).",
+    ]
+    failures = [e for e in results["entries"] if e["summary"]["status"] != "ok"]
+    if failures:
+        lines += ["", "Not timed:", ""]
+        for entry in failures:
+            for error in entry["summary"]["errors"]:
+                first = error.splitlines()[0] if error else ""
+                lines.append(f"- `{entry['approach']}` at {entry['rows']:,} rows: {first}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

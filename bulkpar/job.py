@@ -95,15 +95,6 @@ class RunOptions:
     dry_run: bool = False
 
 
-class Chunk(Protocol):
-    """What a planner yields: a small, picklable description of one unit of work."""
-
-    index: int
-
-    @property
-    def label(self) -> str: ...
-
-
 class Job(Protocol):
     """An operation's description, executed chunk by chunk in workers."""
 

@@ -308,3 +308,27 @@ def test_a_method_the_backend_cannot_run_is_a_clear_error(people, backend):
         bulkpar.update(Person, func=f"{T}:bump_score", method="fast")
     with pytest.raises(UsageError, match="--method django cannot count"):
         bulkpar.upsert(Person, [{"username": "user0"}], unique="username", method="django")
+
+
+def test_auto_picks_values_for_small_chunks_and_copy_for_large_on_postgresql(db):
+    from django.db import connection
+
+    from bulkpar.writers import COPY_MIN_ROWS, COPY_OR_VALUES, make_writer, resolve_method
+    from bulkpar.writers.postgres import PostgresCopyWriter
+    from bulkpar.writers.values import ValuesWriter
+
+    assert resolve_method("auto", "postgresql", "update") == COPY_OR_VALUES
+    assert resolve_method("auto", "postgresql", "upsert") == "copy"
+    assert resolve_method("auto", "mysql", "update") == "values"
+    assert resolve_method("copy", "postgresql", "update") == "copy"
+    small = make_writer(COPY_OR_VALUES, Person, connection, rows=COPY_MIN_ROWS - 1)
+    large = make_writer(COPY_OR_VALUES, Person, connection, rows=COPY_MIN_ROWS)
+    assert isinstance(small, ValuesWriter) and isinstance(large, PostgresCopyWriter)
+
+
+def test_auto_on_postgresql_writes_large_chunks_correctly(people, backend):
+    people(1200)
+    report = bulkpar.update(Person, func=f"{T}:bump_score", chunk=600, workers=2)
+    expected = "copy/values" if backend == "postgresql" else "values"
+    assert report.method == expected and report.written == 1200
+    assert Person.objects.filter(score=F("id")).count() == 1200

@@ -328,7 +328,9 @@ class UpdateJob:
                     field.pre_save(obj, add=False)
                 if field.name not in fields:
                     fields.append(field.name)
-            writer = make_writer(self.writer, model, connections[self.database])
+            writer = make_writer(
+                self.writer, model, connections[self.database], rows=len(changed_objs)
+            )
             with atomic():
                 writer.update(changed_objs, [meta.get_field(name) for name in fields])
         phases["write"] = time.perf_counter() - transformed

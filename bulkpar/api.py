@@ -181,13 +181,13 @@ def _load(
 ) -> Report:
     import itertools
 
-    from django.db import models, router
+    from django.db import router
 
     from bulkpar.conversion import ColumnPlan, plan_columns
     from bulkpar.operations.load import LoadJob, check_loadable, plan_batches, unique_field_sets
     from bulkpar.sources import as_source
 
-    if not (isinstance(model, type) and issubclass(model, models.Model)):
+    if not arguments.is_model_class(model):
         raise UsageError(f"expected a model class, got {model!r}")
     check_loadable(model)
     if chunk < 1:
@@ -490,7 +490,7 @@ def save(
     """
     import itertools
 
-    from django.db import models, router
+    from django.db import router
 
     from bulkpar.conversion import ColumnPlan, plan_columns
     from bulkpar.operations.load import plan_batches, unique_field_sets
@@ -510,7 +510,7 @@ def save(
         import_callable(setup_ref, what="--setup")
 
     if rows is not None:
-        if not (isinstance(source, type) and issubclass(source, models.Model)):
+        if not arguments.is_model_class(source):
             raise UsageError("with rows, the first argument must be a model class")
         if func is not None or fields:
             raise UsageError("func and fields go with a queryset source, not with rows")

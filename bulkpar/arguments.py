@@ -18,10 +18,18 @@ from bulkpar.lookups import get_concrete_field
 from bulkpar.runner import ProgressSink
 
 
+def is_model_class(obj: Any) -> bool:
+    """True for a Django model class (a plain bool, so ``obj`` keeps its ``Any`` type:
+    Django ships no type stubs, and narrowing to ``type`` would hide ``_meta``)."""
+    from django.db import models
+
+    return isinstance(obj, type) and issubclass(obj, models.Model)
+
+
 def as_queryset(source: Any) -> Any:
     from django.db import models
 
-    if isinstance(source, type) and issubclass(source, models.Model):
+    if is_model_class(source):
         return source._default_manager.all()
     if isinstance(source, models.QuerySet):
         if source.query.is_sliced:

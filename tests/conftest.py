@@ -136,7 +136,14 @@ def _mysql_admin(sql_statements: list[str], kill_connections_to: str | None = No
     killed first (the MySQL analogue of PostgreSQL's ``DROP DATABASE ... WITH
     (FORCE)``), so a leftover worker connection cannot block the drop.
     """
-    import MySQLdb
+    try:
+        import MySQLdb
+    except ImportError:
+        pytest.exit(
+            "BULKPAR_TEST_DB=mysql needs the MySQL driver: pip install -e '.[mysql]' "
+            "(it compiles against the MariaDB client headers: apt-get install libmariadb-dev)",
+            returncode=3,
+        )
 
     cfg = _db_settings()
     try:

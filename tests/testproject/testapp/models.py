@@ -143,3 +143,63 @@ class Restaurant(Place):
 
     serves_pizza = models.BooleanField(default=False)
     seats = models.IntegerField(default=0)
+
+
+class Org(models.Model):
+    """Target of Asset's foreign key."""
+
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Asset(models.Model):
+    """UUID primary key with a callable default, a FK and a natural key over (org, external_id).
+
+    The shape of issue 10's first defect: records never give ``id``, so every
+    load must fill it the way ``Model()`` does.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    org = models.ForeignKey(Org, on_delete=models.CASCADE)
+    external_id = models.IntegerField()
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        unique_together = [("org", "external_id")]
+
+    def __str__(self) -> str:
+        return f"{self.org_id}/{self.external_id}"
+
+
+def _default_tags() -> list[str]:
+    return ["new"]
+
+
+class Sample(models.Model):
+    """The values where bulk tools go wrong, in a table and columns that need quoting.
+
+    JSON null vs SQL NULL (``data``), a NOT NULL CharField without a default
+    that ``Model()`` fills with ``''`` (``label``), a nullable CharField
+    (``note``), a decimal at its precision, an aware datetime, a callable
+    non-key default (``ref``, ``tags``), an ``auto_now`` field, and names with
+    spaces and capitals.
+    """
+
+    key = models.CharField(max_length=40, unique=True, db_column="Sample Key")
+    label = models.CharField(max_length=40)
+    note = models.CharField(max_length=40, null=True, blank=True)
+    price = models.DecimalField(max_digits=12, decimal_places=4, null=True)
+    data = models.JSONField(null=True, blank=True)
+    tags = models.JSONField(default=_default_tags)
+    at = models.DateTimeField(null=True)
+    ref = models.UUIDField(default=uuid.uuid4)
+    version = models.IntegerField(default=0, db_column="Version")
+    touched = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "testapp Odd Sample"
+
+    def __str__(self) -> str:
+        return self.key

@@ -218,10 +218,17 @@ def _test_database() -> Iterator[str]:
         _drop_database()
 
 
+#: Apps whose tables every test starts with empty (auth: the differential tests load auth.User).
+EMPTIED_APPS = ("testapp", "auth")
+
+
 def _testapp_tables() -> list[str]:
-    """Return the table names of every testapp model (incl. auto-created ones)."""
-    models = apps.get_app_config("testapp").get_models(include_auto_created=True)
-    return [model._meta.db_table for model in models]
+    """Return the table names of every model of EMPTIED_APPS (incl. auto-created ones)."""
+    return [
+        model._meta.db_table
+        for label in EMPTIED_APPS
+        for model in apps.get_app_config(label).get_models(include_auto_created=True)
+    ]
 
 
 def _empty_testapp_tables() -> None:

@@ -1,0 +1,157 @@
+"""Unit tests of the pure parts: no worker, no pool, no database write.
+
+The end-to-end tests prove the behaviour on real servers; these pin down the
+small decisions underneath them (which error is retried, how ranges merge,
+how latencies are summarised, how a command-line string becomes a value) so
+that a change in one of them fails with a message naming it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from testproject.testapp.models import Article, Person, Product
+
+from bulkpar.checkpoint import merge_ranges
+from bulkpar.errors import FieldNotFoundError, UsageError
+from bulkpar.lookups import parse_bool, parse_lookup, split_assignment
+from bulkpar.report import latency_summary
+from bulkpar.transient import is_transient
+
+
+class FakePostgresError(Exception):
+    """Shaped like psycopg's errors: the SQLSTATE is an attribute."""
+
+    def __init__(self, sqlstate: str, message: str = "error") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class FakeMySQLError(Exception):
+    """Shaped like MySQLdb's errors: ``args == (errno, message)``."""
+
+
+# -- transient errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sqlstate",
+    ["40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08000", "08006"],
+    ids=["serialization", "deadlock", "lock-timeout", "admin-shutdown", "crash-shutdown",
+         "cannot-connect-now", "connection-exception", "connection-failure"],
+)  # fmt: skip
+def test_postgres_transient_sqlstates(sqlstate: str) -> None:
+    assert is_transient(FakePostgresError(sqlstate))
+
+
+@pytest.mark.parametrize(
+    "sqlstate", ["23505", "23502", "22001", "42P01"],
+    ids=["unique", "not-null", "too-long", "undefined-table"],
+)  # fmt: skip
+def test_postgres_data_errors_are_not_retried(sqlstate: str) -> None:
+    assert not is_transient(FakePostgresError(sqlstate))
+
+
+@pytest.mark.parametrize("errno", [1205, 1213, 2006, 2013, 1927, 1053, 4031])
+def test_mysql_transient_error_numbers(errno: int) -> None:
+    assert is_transient(FakeMySQLError(errno, "boom"))
+
+
+@pytest.mark.parametrize("errno", [1062, 1048, 1406, 1146])
+def test_mysql_data_errors_are_not_retried(errno: int) -> None:
+    assert not is_transient(FakeMySQLError(errno, "Duplicate entry"))
+
+
+def test_sqlite_busy_is_transient_and_a_constraint_is_not() -> None:
+    import sqlite3
+
+    assert is_transient(sqlite3.OperationalError("database is locked"))
+    assert not is_transient(sqlite3.IntegrityError("UNIQUE constraint failed: person.username"))
+
+
+def test_the_cause_chain_is_followed_and_cycles_end() -> None:
+    from django.db import OperationalError
+
+    wrapped = OperationalError("wrapped")
+    wrapped.__cause__ = FakePostgresError("40P01")
+    assert is_transient(wrapped)
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a
+    assert not is_transient(a)
+
+
+# -- checkpoint ranges ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ranges", "merged"),
+    [
+        ([], []),
+        ([(None, 10)], [(None, 10)]),
+        ([(10, 20), (None, 10)], [(None, 20)]),
+        ([(None, 10), (15, 20)], [(None, 10), (15, 20)]),
+        ([(30, 40), (10, 20), (20, 30)], [(10, 40)]),
+        ([(10, 30), (15, 20)], [(10, 30)]),
+        ([("a", "c"), ("c", "f"), ("x", "z")], [("a", "f"), ("x", "z")]),
+    ],
+    ids=["empty", "one", "touching-start", "gap", "chain", "contained", "strings"],
+)
+def test_merge_ranges(ranges: list, merged: list) -> None:
+    assert merge_ranges(ranges) == merged
+
+
+# -- latency summary ---------------------------------------------------------------
+
+
+def test_latency_summary() -> None:
+    assert latency_summary([]) == {"p50": 0.0, "p95": 0.0, "max": 0.0}
+    assert latency_summary([0.25]) == {"p50": 0.25, "p95": 0.25, "max": 0.25}
+    summary = latency_summary([i / 100 for i in range(1, 101)])
+    assert summary == {"p50": pytest.approx(0.505), "p95": pytest.approx(0.9505), "max": 1.0}
+    assert latency_summary([3.0, 1.0, 2.0])["max"] == 3.0  # unsorted input
+
+
+# -- command-line values ---------------------------------------------------------------
+
+
+def test_split_assignment() -> None:
+    assert split_assignment("name=a=b", "--set") == ("name", "a=b")
+    assert split_assignment(" note = ", "--set") == ("note", " ")
+    with pytest.raises(UsageError, match="expected FIELD=VALUE"):
+        split_assignment("=x", "--set")
+    with pytest.raises(UsageError, match="expected FIELD=VALUE"):
+        split_assignment("flag", "--set")
+
+
+@pytest.mark.parametrize("raw", ["1", "t", "True", "yes", "ON", " y "])
+def test_parse_bool_true(raw: str) -> None:
+    assert parse_bool(raw, what="--set active") is True
+
+
+@pytest.mark.parametrize("raw", ["0", "f", "False", "no", "off", "N"])
+def test_parse_bool_false(raw: str) -> None:
+    assert parse_bool(raw, what="--set active") is False
+
+
+def test_parse_bool_refuses_other_words() -> None:
+    with pytest.raises(UsageError, match="--set active"):
+        parse_bool("maybe", what="--set active")
+
+
+def test_parse_lookup_converts_by_the_field() -> None:
+    assert parse_lookup(Person, "score__gte=10") == ("score__gte", 10)
+    assert parse_lookup(Person, "active=false") == ("active", False)
+    assert parse_lookup(Person, "nickname=null") == ("nickname__isnull", True)
+    assert parse_lookup(Person, "username__icontains=Ab") == ("username__icontains", "Ab")
+    assert parse_lookup(Person, "pk__in=1,2,3") == ("pk__in", [1, 2, 3])
+    assert parse_lookup(Product, "price__lt=9.99") == ("price__lt", Decimal("9.99"))
+    name, when = parse_lookup(Article, "published_at__lt=2024-01-01")
+    assert name == "published_at__lt"
+    assert when == datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def test_parse_lookup_names_the_unknown_field() -> None:
+    with pytest.raises(FieldNotFoundError, match="did you mean 'score'"):
+        parse_lookup(Person, "scor=1")

@@ -165,6 +165,7 @@ def _load(
     map: Mapping[str, str] | None,
     const: Mapping[str, Any] | None,
     ignore_unknown: bool,
+    validate: bool,
     method: str,
     chunk: int,
     workers: int | None,
@@ -183,7 +184,7 @@ def _load(
 
     from django.db import router
 
-    from bulkpar.conversion import ColumnPlan, plan_columns
+    from bulkpar.conversion import ColumnPlan, is_database_filled, plan_columns, required_fields
     from bulkpar.operations.load import LoadJob, check_loadable, plan_batches, unique_field_sets
     from bulkpar.sources import as_source
 
@@ -205,14 +206,23 @@ def _load(
     records = iter(source)
     first = next(records, None)
     arguments.refuse_empty_file(source, first)
+    text_cells = source.format == "csv"
     if first is None:
-        columns = ColumnPlan()
+        columns = ColumnPlan(text_cells=text_cells)
     else:
         columns = plan_columns(
             model, first.values.keys(), rename=map, consts=const,
-            ignore_unknown=ignore_unknown, source=source.name,
+            ignore_unknown=ignore_unknown, text_cells=text_cells, source=source.name,
         )  # fmt: skip
     supplied = set(columns.supplied)
+    if first is not None and text_cells:  # a CSV header holds for every record
+        absent = [f.name for f in required_fields(model) if f.name not in supplied]
+        if absent:
+            raise UsageError(
+                f"the input {source.name} has no column for required field(s) "
+                f"{', '.join(absent)} of {meta.label} (NOT NULL, no default); "
+                "add the column or give --const FIELD=VALUE"
+            )
 
     unique_names = arguments.field_names(model, arguments.names(unique), "--unique")
     update_names: tuple[str, ...] = ()
@@ -245,6 +255,11 @@ def _load(
                     f"--update names unique field(s) {', '.join(sorted(overlap))}; "
                     "a row's key cannot be overwritten"
                 )
+            if meta.pk.name in update_names:
+                raise UsageError(
+                    f"--update names the primary key {meta.pk.name!r}; an upsert never "
+                    "overwrites the key of an existing row (leave it out of --update)"
+                )
     sort: tuple[str, ...] = ()
     if operation == "create":
         sort = next((s for s in unique_field_sets(model) if set(s) <= supplied), ())
@@ -258,8 +273,10 @@ def _load(
         update=update_names,
         ignore_conflicts=ignore_conflicts,
         sort=sort,
-        insert_pk=meta.pk.name in supplied,
+        # a key with a Python default is filled per record, as Model() does
+        insert_pk=meta.pk.name in supplied or not is_database_filled(meta.pk),
         writer=arguments.writer(method, alias, "create-ignore" if ignore_conflicts else operation),
+        validate=validate,
     )
     journal = arguments.open_checkpoint(
         checkpoint, arguments.load_description(job, source, chunk), dry_run
@@ -291,6 +308,7 @@ def create(
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
+    validate: bool = False,
     method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
@@ -321,6 +339,12 @@ def create(
         map: input column → field renames.
         const: field → value set on every record.
         ignore_unknown: drop input columns that match no field.
+        validate: also run each field's own validators (e-mail, URL, custom …),
+            ``choices``, ``blank``, foreign-key existence and the model's
+            ``clean()`` — ``full_clean()`` without the unique checks, which
+            ``bulk_create`` and ``save()`` never run. An invalid record is
+            rejected with the field and Django's message. Without it, values
+            are checked by ``to_python`` and the database's own limits only.
         method: the writer: ``auto`` (default), ``values`` (multi-row INSERT),
             ``copy`` (PostgreSQL COPY) or ``django`` (``bulk_create``, plain
             creates only).
@@ -343,6 +367,7 @@ def create(
         map=map,
         const=const,
         ignore_unknown=ignore_unknown,
+        validate=validate,
         method=method,
         chunk=chunk,
         workers=workers,
@@ -369,6 +394,7 @@ def upsert(
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
+    validate: bool = False,
     method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
@@ -397,7 +423,9 @@ def upsert(
         unique: the fields identifying a row; a unique constraint must cover
             exactly these fields (checked before any write).
         update: the fields overwritten on existing rows (default: every field
-            the input supplies except the unique ones).
+            the input supplies except the unique ones); never the primary key.
+        validate: as for :func:`create`, on the fields each record gives (as a
+            ModelForm validates only its own fields).
         Others: as for :func:`create`.
 
     Returns:
@@ -415,6 +443,7 @@ def upsert(
         map=map,
         const=const,
         ignore_unknown=ignore_unknown,
+        validate=validate,
         method=method,
         chunk=chunk,
         workers=workers,
@@ -444,6 +473,7 @@ def save(
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
+    validate: bool = False,
     chunk: int = 500,
     workers: int | None = None,
     executor: str = "process",
@@ -481,6 +511,9 @@ def save(
         transaction: ``"chunk"`` (default: one transaction per chunk; a failing
             chunk is bisected so its good objects still commit) or ``"object"``
             (every save commits alone).
+        validate: run ``full_clean()`` without the unique checks on every
+            object before its ``save()`` (after ``func``); an invalid object is
+            rejected with the field and Django's message, and not saved.
         rejects, max_rejects: objects whose save raised, with their traceback.
         Others: as for :func:`update` and :func:`create`.
 
@@ -520,11 +553,12 @@ def save(
         records = iter(input_source)
         first = next(records, None)
         arguments.refuse_empty_file(input_source, first)
-        columns = ColumnPlan()
+        text_cells = input_source.format == "csv"
+        columns = ColumnPlan(text_cells=text_cells)
         if first is not None:
             columns = plan_columns(
                 model, first.values.keys(), rename=map, consts=const,
-                ignore_unknown=ignore_unknown, source=input_source.name,
+                ignore_unknown=ignore_unknown, text_cells=text_cells, source=input_source.name,
             )  # fmt: skip
         match_names = arguments.field_names(model, arguments.names(match), "--match")
         if match_names and not any(set(s) == set(match_names) for s in unique_field_sets(model)):
@@ -535,7 +569,7 @@ def save(
             )
         job = SaveJob(
             model=model_label(model), database=alias, columns=columns, match=match_names,
-            transaction=transaction,
+            transaction=transaction, validate=validate,
         )  # fmt: skip
         journal = arguments.open_checkpoint(
             checkpoint, arguments.load_description(job, input_source, chunk), dry_run
@@ -562,6 +596,7 @@ def save(
             func=arguments.func_ref(func, options) if func is not None else None,
             fields=update_fields,
             transaction=transaction,
+            validate=validate,
         )
         update_job = UpdateJob(model=job.model, database=alias, query=job.query or b"", chunk=chunk)
         description = {**update_job.describe(), "operation": "save", "func": repr(job.func),

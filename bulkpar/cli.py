@@ -25,6 +25,7 @@ from bulkpar.cli_options import (
     project_options,
     run_options,
     selection_options,
+    validate_option,
 )
 from bulkpar.errors import BulkparError, UsageError
 
@@ -244,6 +245,13 @@ def _pairs(specs: tuple[str, ...], option: str) -> dict[str, str]:
     return dict(split_assignment(spec, option) for spec in specs)
 
 
+def _consts(specs: tuple[str, ...]) -> dict[str, str]:
+    """``--const`` values: text, read like a CSV cell whatever the input's format."""
+    from bulkpar.conversion import TextCell
+
+    return {name: TextCell(value) for name, value in _pairs(specs, "--const").items()}
+
+
 def _check_input_path(path: str | None) -> None:
     if path is not None and path != "-" and not os.path.exists(path):
         raise UsageError(
@@ -264,8 +272,9 @@ def _load_command(operation: str, params: dict[str, Any]) -> None:
         model = resolve_model(params["model_label"])
         common: dict[str, Any] = dict(
             map=_pairs(params["renames"], "--map"),
-            const=_pairs(params["consts"], "--const"),
+            const=_consts(params["consts"]),
             ignore_unknown=params["ignore_unknown"],
+            validate=params["validate"],
             method=params["method"],
             rejects=params["rejects"],
             max_rejects=params["max_rejects"],
@@ -287,6 +296,7 @@ def _load_command(operation: str, params: dict[str, Any]) -> None:
 @project_options
 @model_option
 @input_options(required=True)
+@validate_option
 @method_option
 @click.option(
     "--ignore-conflicts",
@@ -313,6 +323,7 @@ def create(**params: Any) -> None:
 @project_options
 @model_option
 @input_options(required=True)
+@validate_option
 @method_option
 @click.option(
     "--unique",
@@ -349,6 +360,7 @@ def upsert(**params: Any) -> None:
 @project_options
 @model_option
 @input_options(required=False)
+@validate_option
 @click.option(
     "--match",
     metavar="A,B",
@@ -411,6 +423,7 @@ def save(**params: Any) -> None:
         common: dict[str, Any] = dict(
             setup=params["setup"],
             transaction=params["transaction"],
+            validate=params["validate"],
             rejects=params["rejects"],
             max_rejects=params["max_rejects"],
             **_run_kwargs(params),
@@ -423,7 +436,7 @@ def save(**params: Any) -> None:
                 FileSource(params["input_path"], params["input_format"]),
                 match=params["match"],
                 map=_pairs(params["renames"], "--map"),
-                const=_pairs(params["consts"], "--const"),
+                const=_consts(params["consts"]),
                 ignore_unknown=params["ignore_unknown"],
                 **common,
             )

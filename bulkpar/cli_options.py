@@ -150,6 +150,17 @@ def _add_input_options(func: F, required: bool) -> F:
     return func
 
 
+def validate_option(func: F) -> F:
+    """--validate: run the fields' own validators and clean() (full_clean without unique checks)."""
+    return click.option(
+        "--validate", is_flag=True,
+        help="Also run each field's own validators (e-mail, URL, custom), choices, blank, "
+        "foreign-key existence and the model's clean(): full_clean() without the unique "
+        "checks. An invalid record is rejected. Default: to_python and the database's "
+        "limits only, as save() and bulk_create() do.",
+    )(func)  # fmt: skip
+
+
 def selection_options(func: F) -> F:
     """--filter, --exclude: which rows of the model."""
     options = [

@@ -2,18 +2,34 @@
 
 The parent resolves the input's columns to fields once (:func:`plan_columns`,
 so an unknown column is an error before any write); workers convert each
-record with :class:`RowConverter`, which uses the model fields themselves
-(``to_python`` and the field's validators: max length, decimal digits, integer
-range), so values reach the database already checked. A record that cannot be
-converted is *rejected* — counted, reported with its line and field — and the
-rest of its chunk is still written.
+record with :class:`RowConverter`. The contract is Django's own:
+
+* a field the record omits gets what ``Model()`` would give it (its default,
+  ``''`` for a text field without one, None otherwise);
+* a given value goes through the field's ``to_python``, plus the limits the
+  database would enforce anyway — ``max_length`` (on SQLite too), decimal
+  digits and places, the integer range of the column, NOT NULL, JSON that can
+  be encoded — so a bad record is rejected before it can fail a chunk;
+* the field's own ``validators`` (e-mail, URL, username, custom ones), which
+  ``save()`` and ``bulk_create()`` never run, only with ``validate=True``
+  (:func:`validate_instance`: ``full_clean()`` without the unique checks).
+
+A record that cannot be converted is *rejected* — counted, reported with its
+line and field — and the rest of its chunk is still written.
+
+Text cells (CSV, ``--const``) and typed values (JSON, JSON Lines, Python)
+differ in two ways: an empty cell means "no value" (NULL for a nullable
+field, else the default), and a JSONField cell is JSON text to be parsed
+(``null`` is JSON null), while a typed ``str`` is a JSON string and a typed
+None is SQL NULL, as with ``Model(data=…)``.
 """
 
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +70,26 @@ class ColumnPlan:
         consts: ``(field name, raw value)`` set on every record (``--const``).
         supplied: the fields the input supplies, from its header or first record.
         ignore_unknown: drop keys that map to no field instead of rejecting the record.
+        text_cells: the records' values are text cells (CSV): an empty cell means
+            "no value" and a JSONField cell is JSON text. False for typed sources
+            (JSON, JSON Lines, Python), whose values are taken as they are.
     """
 
     rename: tuple[tuple[str, str], ...] = ()
     consts: tuple[tuple[str, Any], ...] = ()
     supplied: tuple[str, ...] = ()
     ignore_unknown: bool = False
+    text_cells: bool = False
+
+
+class TextCell(str):
+    """A value written as text, like a CSV cell: ``--const`` values on the command line.
+
+    Converted by the text-cell rules (see :class:`ColumnPlan`) whatever the
+    input's format.
+    """
+
+    __slots__ = ()
 
 
 def _lookup_table(model: type[Any]) -> dict[str, Any]:
@@ -78,6 +108,7 @@ def plan_columns(
     rename: Mapping[str, str] | None = None,
     consts: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
+    text_cells: bool = False,
     source: str = "input",
 ) -> ColumnPlan:
     """Check the input's keys (CSV header or first record) against the model's fields.
@@ -87,6 +118,7 @@ def plan_columns(
         rename: ``--map column=field`` renames.
         consts: ``--const field=value`` values, raw.
         ignore_unknown: drop columns that match no field.
+        text_cells: the values are CSV text cells (see :class:`ColumnPlan`).
         source: the input's name, for messages.
 
     Raises:
@@ -134,33 +166,54 @@ def plan_columns(
         consts=tuple(const_pairs),
         supplied=tuple(supplied),
         ignore_unknown=ignore_unknown,
+        text_cells=text_cells,
+    )
+
+
+def is_database_filled(field: Any) -> bool:
+    """Whether the database gives this field its value when an INSERT omits it.
+
+    An auto-increment primary key (the ``AutoField`` family), a ``db_default``
+    or a generated column; every other field is filled in Python, as
+    ``Model()`` does.
+    """
+    from django.db.models.fields import AutoFieldMixin
+
+    return (
+        (field.primary_key and isinstance(field, AutoFieldMixin))
+        or bool(getattr(field, "has_db_default", lambda: False)())
+        or bool(getattr(field, "generated", False))
+    )
+
+
+def _is_automatic(field: Any) -> bool:
+    return (
+        is_database_filled(field)
+        or getattr(field, "auto_now", False)
+        or getattr(field, "auto_now_add", False)
     )
 
 
 def required_fields(model: type[Any]) -> list[Any]:
-    """Fields a new row must be given: no default, not nullable, not blank, not automatic."""
+    """Fields a new row cannot do without: NOT NULL, and ``Model()`` would give them None.
+
+    That is a field without a default that is not filled automatically and
+    is no text field (``Model()`` gives those ``''``). A primary key that the
+    database does not fill is always required: ``''`` is no key.
+    """
     required = []
     for field in model._meta.concrete_fields:
-        automatic = (
-            (
-                field.primary_key
-                and field.get_internal_type() in ("AutoField", "BigAutoField", "SmallAutoField")
-            )
-            or getattr(field, "auto_now", False)
-            or getattr(field, "auto_now_add", False)
-        )
-        if automatic or field.has_default() or field.null or field.blank:
+        if field.null or field.has_default() or _is_automatic(field):
             continue
-        if hasattr(field, "db_default") and field.db_default is not _no_db_default():
+        if field.empty_strings_allowed and not field.primary_key:
             continue
         required.append(field)
     return required
 
 
-def _no_db_default() -> Any:
-    from django.db.models.fields import NOT_PROVIDED
-
-    return NOT_PROVIDED
+def _uses_default(field: Any) -> bool:
+    """None (or an empty value) for this field means "its default", not NULL."""
+    return not field.null and (field.has_default() or _is_automatic(field))
 
 
 class _Default:
@@ -168,64 +221,128 @@ class _Default:
 
 
 DEFAULT = _Default()
-_INTEGER_FIELDS = {
-    "IntegerField", "BigIntegerField", "SmallIntegerField", "PositiveIntegerField",
-    "PositiveSmallIntegerField", "PositiveBigIntegerField", "AutoField", "BigAutoField",
-    "SmallAutoField",
-}  # fmt: skip
+
+#: Digits a float carries exactly (``repr`` round-trips any 15-digit decimal).
+FLOAT_DIGITS = 15
 
 
-def _range_of(validators: Sequence[Any]) -> tuple[int | None, int | None] | None:
-    """(lo, hi) when the validators are nothing but constant min/max bounds."""
-    from django.core.validators import MaxValueValidator, MinValueValidator
+def json_null() -> Any:
+    """JSON ``null`` for a JSONField, as Django spells it: ``Value(None, JSONField())``."""
+    from django.db.models import JSONField, Value
 
-    lo = hi = None
-    for validator in validators:
-        limit = getattr(validator, "limit_value", None)
-        if callable(limit) or type(validator) not in (MinValueValidator, MaxValueValidator):
-            return None
-        if type(validator) is MinValueValidator:
-            lo = limit if lo is None else max(lo, limit)
-        else:
-            hi = limit if hi is None else min(hi, limit)
-    return lo, hi
+    return Value(None, JSONField())
 
 
-def compile_converter(field: Any, *, use_default: bool) -> Callable[[Any], Any]:
+def _is_json_null(value: Any) -> bool:
+    from django.db.models import JSONField, Value
+
+    return (
+        isinstance(value, Value)
+        and value.value is None
+        and isinstance(value.output_field, JSONField)
+    )
+
+
+def compile_converter(
+    field: Any, *, use_default: bool, text_cells: bool = False, connection: Any = None
+) -> Callable[[Any], Any]:
     """A function converting one raw value for ``field`` (or returning :data:`DEFAULT`).
 
-    Common field types get a direct path (a ``str`` for a CharField, an
-    ``int`` in range for an IntegerField) with the same checks and messages
-    as Django's ``to_python`` + validators; every other field goes through
-    ``to_python`` and ``run_validators`` themselves.
+    None means NULL: the default for a NOT NULL field that has one
+    (``use_default``), a reject for one that has none. An empty string is "no
+    value" for a field that holds no empty strings (a number, a date) and, in
+    a text cell, for every field: NULL when nullable, else the default, else
+    ``''`` for a text field (what ``Model()`` gives it). Other values go
+    through the field's ``to_python`` and the limits the database enforces
+    (see the module docstring); ``connection`` gives the integer ranges
+    (default: the default database).
     """
     target = field.target_field if field.is_relation else field
     name = field.name
     null = field.null
-    empty_allowed = target.empty_strings_allowed
-    kind = type(target).__name__ if type(target).__module__.startswith("django.db") else ""
-    typed = _generic(field, target)
-    if kind in ("CharField", "TextField"):
-        max_length = target.max_length
-        if len(target.validators) == (1 if max_length is not None else 0):
-            typed = _text(name, max_length)
-    elif kind in _INTEGER_FIELDS:
-        bounds = _range_of(target.validators)
-        if bounds is not None:
-            typed = _integer(name, *bounds)
-    elif kind == "BooleanField" and not target.validators:
-        typed = _boolean(name)
+    # a typed '' for a number or a date means "no value"; for JSON it is the JSON string ""
+    empty_allowed = target.empty_strings_allowed or target.get_internal_type() == "JSONField"
+    blank_text = field.empty_strings_allowed and not field.primary_key
+    typed = _typed(field, target, text_cells, connection)
+
+    def missing(raw: Any) -> Any:
+        if null:
+            return None
+        if use_default:
+            return DEFAULT  # "not given": the default applies
+        if raw is None:
+            raise RowRejected(name, f"field {name!r} cannot be null (it has no default)")
+        raise RowRejected(
+            name, f"missing required field {name!r} (an empty value; it is NOT NULL, no default)"
+        )
 
     def convert(raw: Any) -> Any:
-        if raw is None or (raw == "" and not empty_allowed and isinstance(raw, str)):
-            if use_default:
-                return DEFAULT  # an empty cell means "not given": the default applies
-            if not null:
-                raise RowRejected(name, f"field {name!r} cannot be null")
-            return None
+        if raw is None:
+            return missing(raw)
+        if raw == "" and isinstance(raw, str):
+            if text_cells:
+                if null or use_default or not blank_text:
+                    return missing(raw)
+                return ""
+            if not empty_allowed:
+                return missing(raw)
         return typed(raw)
 
     return convert
+
+
+def _typed(field: Any, target: Any, text_cells: bool, connection: Any) -> Callable[[Any], Any]:
+    """The converter of a given (non-empty) value: a direct path for common fields."""
+    from django.db import models
+
+    name = field.name
+    plain = type(target).to_python
+    if isinstance(target, models.JSONField):
+        return _json(name, target, text_cells)
+    if isinstance(target, models.DecimalField):
+        return _decimal(name, target)
+    if isinstance(target, models.BooleanField) and plain is models.BooleanField.to_python:
+        return _boolean(name)
+    if isinstance(target, models.IntegerField):
+        lo, hi = _integer_range(target, connection)
+        if plain is models.IntegerField.to_python:
+            return _integer(name, lo, hi)
+        return _generic(name, target, lambda value: _check_range(name, value, lo, hi))
+    if isinstance(target, models.CharField):
+        max_length = target.max_length
+        if plain is models.CharField.to_python:
+            return _text(name, max_length)
+        return _generic(name, target, lambda value: _check_length(name, value, max_length))
+    if isinstance(target, models.TextField) and plain is models.TextField.to_python:
+        return _text(name, None)
+    return _generic(name, target)
+
+
+def _integer_range(target: Any, connection: Any) -> tuple[int | None, int | None]:
+    """The column's range, as Django's own integer validators take it from the backend."""
+    if connection is None:
+        from django.db import connection as default
+
+        connection = default
+    try:
+        lo, hi = connection.ops.integer_field_range(target.get_internal_type())
+    except KeyError:  # a custom internal type the backend has no range for
+        return None, None
+    return lo, hi
+
+
+def _check_range(name: str, value: Any, lo: int | None, hi: int | None) -> None:
+    if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        raise RowRejected(name, f"invalid value {value!r}: out of range [{lo}, {hi}]")
+
+
+def _check_length(name: str, value: Any, max_length: int | None) -> None:
+    if max_length is not None and isinstance(value, str) and len(value) > max_length:
+        raise RowRejected(
+            name,
+            f"invalid value {value!r}: Ensure this value has at most {max_length} "
+            f"characters (it has {len(value)}).",
+        )
 
 
 def _text(name: str, max_length: int | None) -> Callable[[Any], Any]:
@@ -281,30 +398,99 @@ def _boolean(name: str) -> Callable[[Any], Any]:
     return convert
 
 
-def _generic(field: Any, target: Any) -> Callable[[Any], Any]:
-    from django.core.exceptions import ValidationError
-    from django.db import models
+def _decimal(name: str, target: Any) -> Callable[[Any], Any]:
+    """Exact decimals: a float is read by its shortest repr (JSON ``0.1`` is 0.1), never rounded.
 
-    name = field.name
-    is_json = isinstance(target, models.JSONField)
-    is_integer = isinstance(target, models.IntegerField)
-    is_bool = isinstance(target, models.BooleanField)
+    A value with more digits or places than the column holds is rejected, as
+    Django's DecimalValidator would (trailing zeros do not count: ``1.50``
+    fits two places and one). A float with more than :data:`FLOAT_DIGITS`
+    significant digits may not be the number its source wrote, so it is
+    rejected too: give such numbers as strings.
+    """
+    from django.core.exceptions import ValidationError
+    from django.core.validators import DecimalValidator
+
+    check = DecimalValidator(target.max_digits, target.decimal_places)
+
+    def convert(raw: Any) -> decimal.Decimal:
+        try:
+            # Django's to_python rounds a float to max_digits: 0.1 → 0.1000000000000
+            value = decimal.Decimal(repr(raw)) if isinstance(raw, float) else target.to_python(raw)
+            if not value.is_finite():
+                raise RowRejected(name, f"invalid value {raw!r}: not a finite number")
+            check(_significant(value))
+        except ValidationError as exc:
+            message = "; ".join(str(m) for m in exc.messages)
+            raise RowRejected(name, f"invalid value {raw!r}: {message}") from None
+        except (TypeError, ValueError, decimal.InvalidOperation) as exc:
+            raise RowRejected(name, f"invalid value {raw!r}: {exc}") from None
+        if isinstance(raw, float) and len(_significant(value).as_tuple().digits) > FLOAT_DIGITS:
+            raise RowRejected(
+                name,
+                f"invalid value {raw!r}: a float carries at most {FLOAT_DIGITS} exact digits; "
+                "give the number as a string",
+            )
+        return value
+
+    return convert
+
+
+def _significant(value: decimal.Decimal) -> decimal.Decimal:
+    """``value`` without trailing fractional zeros (``1.2300`` → ``1.23``), for digit counts."""
+    if value.is_zero():
+        return decimal.Decimal(0)
+    sign, digits, exponent = value.as_tuple()
+    kept = list(digits)
+    assert isinstance(exponent, int)  # finite
+    while exponent < 0 and kept[-1] == 0:
+        kept.pop()
+        exponent += 1
+    return decimal.Decimal((sign, tuple(kept), exponent))
+
+
+def _json(name: str, target: Any, text_cells: bool) -> Callable[[Any], Any]:
+    """A JSONField's value: a text cell is JSON text; a typed value is the JSON value itself.
+
+    In a text cell ``null`` is JSON null (``Value(None, JSONField())``) and
+    text that is not JSON is rejected. A typed ``str`` is a JSON string, as
+    ``Model(data="…")`` stores it; a typed value must be JSON-encodable
+    (without NaN or infinities, which PostgreSQL and MariaDB refuse).
+    """
+    encoder = target.encoder
+    decoder = target.decoder
+
+    def convert(raw: Any) -> Any:
+        if text_cells and isinstance(raw, str):
+            try:
+                value = json.loads(raw, cls=decoder)
+            except json.JSONDecodeError as exc:
+                raise RowRejected(
+                    name,
+                    f"invalid value {raw!r}: not valid JSON ({exc.msg}); "
+                    'a JSON string needs double quotes, e.g. "text"',
+                ) from None
+            return json_null() if value is None else value
+        if type(raw) in (str, int, bool) or _is_json_null(raw):
+            return raw
+        try:
+            json.dumps(raw, cls=encoder, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise RowRejected(name, f"invalid value {raw!r}: not JSON-encodable ({exc})") from None
+        return raw
+
+    return convert
+
+
+def _generic(
+    name: str, target: Any, check: Callable[[Any], None] | None = None
+) -> Callable[[Any], Any]:
+    from django.core.exceptions import ValidationError
 
     def convert(raw: Any) -> Any:
         try:
-            if is_bool and isinstance(raw, str):
-                value: Any = parse_bool(raw, what=f"field {name!r}")
-            elif is_json:
-                value = _json_value(raw)
-            elif is_integer and isinstance(raw, float):
-                if not raw.is_integer():
-                    raise RowRejected(name, f"{raw!r} is not an integer")
-                value = int(raw)
-            else:
-                value = target.to_python(raw)
+            value = target.to_python(raw)
             if isinstance(value, datetime.datetime):
                 value = _aware(value)
-            target.run_validators(value)
         except ValidationError as exc:
             message = "; ".join(str(m) for m in exc.messages)
             raise RowRejected(name, f"invalid value {raw!r}: {message}") from None
@@ -312,45 +498,60 @@ def _generic(field: Any, target: Any) -> Callable[[Any], Any]:
             raise RowRejected(name, str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise RowRejected(name, f"invalid value {raw!r}: {exc}") from None
+        if check is not None:
+            check(value)
         return value
 
     return convert
 
 
 class RowConverter:
-    """Converts records to ``{attname: python value}`` with the model's fields."""
+    """Converts records to ``{attname: python value}`` with the model's fields.
 
-    def __init__(self, model: type[Any], plan: ColumnPlan, *, require: bool = True) -> None:
+    Args:
+        require: reject a record that omits a field a new row cannot do
+            without (:func:`required_fields`).
+        connection: the database written to (its integer ranges); default:
+            the default database.
+    """
+
+    def __init__(
+        self, model: type[Any], plan: ColumnPlan, *, require: bool = True, connection: Any = None
+    ) -> None:
         meta = model._meta
         self.model = model
         self.plan = plan
         table = _lookup_table(model)
         for key, target in plan.rename:
             table[key] = table[target]
-        defaulted = {
-            f for f in meta.concrete_fields
-            if f.has_default() or getattr(f, "auto_now", False)
-            or getattr(f, "auto_now_add", False) or f.primary_key
-        }  # fmt: skip
-        compiled = {
-            f: compile_converter(f, use_default=f in defaulted and not f.null)
-            for f in meta.concrete_fields
-        }
+
+        def compiled_for(field: Any, text_cells: bool) -> Callable[[Any], Any]:
+            return compile_converter(
+                field,
+                use_default=_uses_default(field),
+                text_cells=text_cells,
+                connection=connection,
+            )
+
+        compiled = {f: compiled_for(f, plan.text_cells) for f in meta.concrete_fields}
         #: input key -> (field, attname, converter)
         self.columns = {key: (f, f.attname, compiled[f]) for key, f in table.items()}
         self.required = [(f.name, f.attname) for f in required_fields(model)] if require else []
         self.consts: dict[str, Any] = {}
         for name, raw in plan.consts:
             field = meta.get_field(name)
+            convert = compiled[field]
+            if isinstance(raw, TextCell) and not plan.text_cells:
+                convert = compiled_for(field, True)
             try:
-                value = compiled[field](raw)
+                value = convert(raw)
             except RowRejected as exc:
                 raise UsageError(f"--const {name}={raw!r}: {exc.message}") from None
             if value is not DEFAULT:
                 self.consts[field.attname] = value
 
     def convert(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """One record's values by attname.
+        """One record's values by attname; the fields it omits are left out.
 
         Raises:
             RowRejected: an unknown key, a value the field refuses, or a
@@ -373,10 +574,43 @@ class RowConverter:
         if self.consts:
             out.update(self.consts)
         for name, attname in self.required:
-            value = out.get(attname)
-            if value is None or value == "":
-                raise RowRejected(name, f"missing required field {name!r}")
+            if attname not in out:
+                raise RowRejected(name, f"missing required field {name!r} (NOT NULL, no default)")
         return out
+
+
+def validate_instance(obj: Any, *, exclude: Iterable[str] | None = None, database: str) -> None:
+    """``full_clean()`` without the unique checks: ``clean_fields(exclude)``, then ``clean()``.
+
+    Runs what ``save()`` and ``bulk_create()`` never run: each field's own
+    validators (e-mail, URL, username, custom ones), ``choices``, ``blank``,
+    that a foreign key's target exists (one query on ``database``), and the
+    model's ``clean()``. Unique and other constraints are left to the database.
+
+    Raises:
+        RowRejected: naming the first invalid field (None for a ``clean()``
+            error that names none), with every message.
+    """
+    from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+
+    state = obj._state
+    previous = state.db
+    state.db = previous or database  # a foreign key's existence is checked there
+    try:
+        obj.clean_fields(exclude=list(exclude) if exclude is not None else None)
+        obj.clean()
+    except ValidationError as exc:
+        if not hasattr(exc, "error_dict"):
+            raise RowRejected(None, "; ".join(exc.messages)) from None
+        errors = exc.message_dict
+        first = next(iter(errors))
+        message = "; ".join(
+            f"{'record' if name == NON_FIELD_ERRORS else name}: {' '.join(messages)}"
+            for name, messages in errors.items()
+        )
+        raise RowRejected(None if first == NON_FIELD_ERRORS else first, message) from None
+    finally:
+        state.db = previous
 
 
 def instance_builder(model: type[Any]) -> Callable[[dict[str, Any]], Any]:
@@ -404,16 +638,6 @@ def instance_builder(model: type[Any]) -> Callable[[dict[str, Any]], Any]:
         return obj
 
     return build
-
-
-def _json_value(raw: Any) -> Any:
-    """A JSON column's value: CSV text holding JSON is parsed, bare text stays text."""
-    if not isinstance(raw, str):
-        return raw
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
 
 
 def _aware(value: datetime.datetime) -> datetime.datetime:

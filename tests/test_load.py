@@ -134,7 +134,7 @@ def test_every_field_type_is_converted(db, tmp_path, create):
             "published_at": "2024-03-01T12:30:00+02:00",
             "published_on": "2024-03-01",
             "rating": "4.25",
-            "meta": '{"tags": ["a", "b"]}',
+            "meta": {"tags": ["a", "b"]},  # a Python str would be a JSON string
             "wc": "120",
         },
         {
@@ -144,7 +144,7 @@ def test_every_field_type_is_converted(db, tmp_path, create):
             "published_at": "2024-03-02 08:00",
             "published_on": "",
             "rating": "",
-            "meta": "[]",
+            "meta": [],
             "word_count": "0",
         },
     ]
@@ -267,7 +267,7 @@ def test_upsert_single_field_unique_key(db, upsert):
 def test_bad_rows_are_rejected_and_their_chunk_still_written(db, tmp_path, run_cli):
     rows = [{"username": f"u{i}", "score": str(i), "created_on": ""} for i in range(10)]
     rows[2]["score"] = "twelve"  # string in an integer field
-    rows[5]["username"] = ""  # missing required field
+    rows[5]["username"] = "x" * 151  # longer than max_length
     path = write_csv(tmp_path / "p.csv", rows)
     dates = tmp_path / "a.jsonl"
     rejects = tmp_path / "rejects.jsonl"

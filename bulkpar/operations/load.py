@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bulkpar.conversion import ColumnPlan, Reject, RowConverter, RowRejected, instance_builder
+from bulkpar.conversion import (
+    ColumnPlan,
+    Reject,
+    RowConverter,
+    RowRejected,
+    instance_builder,
+    validate_instance,
+)
 from bulkpar.errors import UsageError
 from bulkpar.sources import Record
 
@@ -114,8 +121,13 @@ class LoadJob:
         update: upsert: the fields overwritten on existing rows.
         ignore_conflicts: create: skip rows that collide with a unique key.
         sort: fields to sort each chunk by, so workers take locks in one order.
-        insert_pk: whether the primary key column is supplied by the input.
+        insert_pk: whether the primary key column is written: always, unless the
+            database fills it (an auto-increment key the input does not give);
+            a key with a Python default gets it per record, as ``Model()`` does.
         writer: ``values``, ``copy`` or ``django`` (see :mod:`bulkpar.writers`).
+        validate: run ``full_clean()`` without the unique checks on every record
+            (see :func:`bulkpar.conversion.validate_instance`); an upsert checks
+            the fields the record gives.
     """
 
     operation: str
@@ -128,6 +140,7 @@ class LoadJob:
     sort: tuple[str, ...] = ()
     insert_pk: bool = False
     writer: str = "values"
+    validate: bool = False
 
     @property
     def method(self) -> str:
@@ -175,7 +188,10 @@ class LoadJob:
         converted = time.perf_counter()
         phases["convert"] = converted - start
 
-        fields = [f for f in meta.concrete_fields if self.insert_pk or f is not meta.pk]
+        fields = [
+            f for f in meta.concrete_fields
+            if (self.insert_pk or f is not meta.pk) and not getattr(f, "generated", False)
+        ]  # fmt: skip
         writer = make_writer(self.writer, model, connections[self.database])
         with atomic():
             counts = writer.insert(
@@ -206,8 +222,12 @@ class LoadJob:
         ]  # fmt: skip
 
     def _convert(self, model: Any, records: Iterable[Record]) -> tuple[list[Any], list[Reject]]:
+        from django.db import connections
+
         meta = model._meta
-        converter = RowConverter(model, self.columns, require=True)
+        converter = RowConverter(
+            model, self.columns, require=True, connection=connections[self.database]
+        )
         build = instance_builder(model)
         auto = [
             f for f in meta.concrete_fields
@@ -226,6 +246,12 @@ class LoadJob:
                             field.name, f"missing field {field.name!r} that upsert writes"
                         )
                 obj = build(values)
+                if self.validate:
+                    # an upsert writes only some fields of existing rows: check those it gives
+                    exclude = None
+                    if self.unique:
+                        exclude = [f.name for f in meta.concrete_fields if f.attname not in values]
+                    validate_instance(obj, exclude=exclude, database=self.database)
             except RowRejected as exc:
                 rejects.append(Reject(record.line, record.values, exc.field, exc.message))
                 continue

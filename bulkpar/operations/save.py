@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulkpar.conversion import ColumnPlan, Reject, RowConverter, RowRejected
+from bulkpar.conversion import ColumnPlan, Reject, RowConverter, RowRejected, validate_instance
 from bulkpar.operations.load import reject_batch, split_batch
 from bulkpar.operations.update import reject_pk_range, split_pk_range
 from bulkpar.transient import is_transient
@@ -54,6 +54,9 @@ class SaveJob:
             before it is saved (returning False skips the object).
         fields: ``save(update_fields=…)`` for queryset mode.
         transaction: ``"chunk"`` or ``"object"``.
+        validate: ``full_clean()`` without the unique checks before each save
+            (:func:`bulkpar.conversion.validate_instance`); an invalid object
+            is rejected and not saved.
     """
 
     model: str
@@ -65,6 +68,7 @@ class SaveJob:
     fields: tuple[str, ...] = ()
     transaction: str = "chunk"
     operation: str = "save"
+    validate: bool = False
 
     @property
     def method(self) -> str:
@@ -147,12 +151,19 @@ class SaveJob:
         if not items:
             return
         created = updated = skipped = 0
+        invalid: list[Reject] = []  # kept only if this attempt commits
         try:
             with atomic():
-                for _item, obj in builder(items):
+                for item, obj in builder(items):
                     if obj is None:
                         skipped += 1
                         continue
+                    if self.validate:
+                        try:
+                            validate_instance(obj, database=self.database)
+                        except RowRejected as exc:
+                            invalid.append(self._invalid(item, exc))
+                            continue
                     adding = obj._state.adding
                     if self.fields and not adding:
                         obj.save(using=self.database, update_fields=self.fields)
@@ -175,6 +186,14 @@ class SaveJob:
         tally.created += created
         tally.updated += updated
         tally.skipped += skipped
+        tally.rejects.extend(invalid)
+
+    @staticmethod
+    def _invalid(item: Any, exc: RowRejected) -> Reject:
+        if isinstance(item, tuple):  # (record, converted values)
+            record = item[0]
+            return Reject(record.line, record.values, exc.field, exc.message)
+        return Reject(None, {"pk": item}, exc.field, exc.message)
 
     def _reject(self, item: Any, exc: BaseException, tally: _Tally) -> None:
         cause = getattr(exc, "error", exc)  # a RowError carries the transform's exception
@@ -194,11 +213,14 @@ class SaveJob:
         Existing objects (found by ``match``) are loaded in one query per
         attempt and updated; other records become new objects.
         """
+        from django.db import connections
         from django.db.models import Q
 
         model = self.model_class()
         assert self.columns is not None
-        converter = RowConverter(model, self.columns, require=not self.match)
+        converter = RowConverter(
+            model, self.columns, require=not self.match, connection=connections[self.database]
+        )
         items: list[tuple[Any, dict[str, Any]]] = []
         for record in records:
             try:
@@ -235,7 +257,14 @@ class SaveJob:
         from bulkpar.django_setup import import_callable
         from bulkpar.errors import RowError
 
-        func = self.func if callable(self.func) else import_callable(self.func)
+        func = self.func
+        if func is None:  # save every object as it is
+
+            def func(obj: Any) -> None:
+                return None
+
+        elif not callable(func):
+            func = import_callable(func)
         queryset = self.queryset()
 
         def build(pks: Sequence[Any]) -> list[tuple[Any, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 from bulkpar import arguments
 from bulkpar.django_setup import check_database, import_callable, model_label
 from bulkpar.errors import UsageError
-from bulkpar.lookups import get_concrete_field
+from bulkpar.lookups import check_assignment, get_concrete_field
 from bulkpar.operations.update import UpdateJob
 from bulkpar.report import Report
 from bulkpar.runner import Plan, ProgressSink, run
@@ -59,7 +59,11 @@ def update(
     Args:
         queryset: a model class (all rows) or a QuerySet (its filters select
             the rows; not sliced, not ``.values()``).
-        set: field name → Python value.
+        set: field name → Python value, converted by the field (``to_python``)
+            and checked against the column's limits — NOT NULL, max_length,
+            decimal digits and places (never rounded), integer range — once,
+            before any write. ``None`` is SQL NULL; ``Value(None,
+            JSONField())`` is JSON null.
         func: a callable or ``"module:callable"``; for the process executor it
             must be importable by name (defined at module level).
         fields: the fields ``func`` may change; changes to others are ignored.
@@ -95,7 +99,7 @@ def update(
         bulkpar.errors.BulkparError: invalid arguments, unknown fields, an
             unreachable database, or workers that cannot start.
     """
-    from django.db import router
+    from django.db import connections, router
 
     queryset = arguments.as_queryset(queryset)
     model = queryset.model
@@ -107,17 +111,15 @@ def update(
     options = dataclasses.replace(options, rejects=rejects, dry_run=dry_run)
     alias = database or queryset._db or router.db_for_write(model)
 
-    assignments: tuple[tuple[str, Any], ...] = ()
+    targets = []
     if set is not None:
         if not set:
             raise UsageError("set is empty: name at least one field=value")
-        pairs = []
         for name, value in set.items():
             field = get_concrete_field(model, name, option="set", spec=f"{name}=…")
             if field.primary_key:
                 raise UsageError(f"set cannot change the primary key {name!r}")
-            pairs.append((field.attname, value))
-        assignments = tuple(pairs)
+            targets.append((field, value))
     field_names: tuple[str, ...] = ()
     for name in fields or ():
         field = get_concrete_field(model, name, option="fields", spec=name)
@@ -126,6 +128,10 @@ def update(
 
     query = pickle.dumps(queryset.order_by().query)
     check_database(alias)
+    assignments = tuple(
+        (field.attname, check_assignment(field, value, connection=connections[alias]))
+        for field, value in targets
+    )
     job = UpdateJob(
         model=model_label(model),
         database=alias,

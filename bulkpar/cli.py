@@ -141,8 +141,8 @@ def cli() -> None:
     "assignments",
     multiple=True,
     metavar="FIELD=VALUE",
-    help="Assign a constant (converted by the field; 'null' for NULL). "
-    "Runs as SQL UPDATE per chunk (repeatable).",
+    help="Assign a constant (converted and checked by the field; 'null' for SQL NULL, "
+    "'json:null' for JSON null). Runs as SQL UPDATE per chunk (repeatable).",
 )
 @click.option(
     "--func",

@@ -2,7 +2,9 @@
 
 Values are converted with the model field itself (``to_python``), so
 ``--filter created__lt=2024-01-01`` compares with a timezone-aware datetime
-and ``--set active=false`` stores a boolean. The literal ``null`` means NULL.
+and ``--set active=false`` stores a boolean. The literal ``null`` means SQL
+NULL; for a JSONField, ``json:null`` means JSON null and ``json:TEXT`` any
+JSON text, parsed strictly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 from bulkpar.errors import FieldNotFoundError, UsageError, did_you_mean
 
 NULL = "null"
+#: ``json:TEXT`` is TEXT parsed strictly as JSON; ``json:null`` is JSON null (``null`` is SQL NULL).
+JSON_PREFIX = "json:"
 _TRUE = {"1", "t", "true", "y", "yes", "on"}
 _FALSE = {"0", "f", "false", "n", "no", "off"}
 _TEXT_LOOKUPS = {
@@ -113,15 +117,18 @@ def convert_value(field: Any, raw: str, *, what: str) -> Any:
     from django.core.exceptions import ValidationError
     from django.db import models
 
+    target = field.target_field if field.is_relation else field
     if raw == NULL:
         if not field.null:
-            raise UsageError(f"{what}: field {field.name!r} is NOT NULL and cannot be null")
+            hint = f"; for JSON null write {JSON_PREFIX}null" if _is_json(target) else ""
+            raise UsageError(f"{what}: field {field.name!r} is NOT NULL and cannot be null{hint}")
         return None
-    target = field.target_field if field.is_relation else field
     try:
         if isinstance(target, models.BooleanField):
             return parse_bool(raw, what=what)
         if isinstance(target, models.JSONField):
+            if raw.startswith(JSON_PREFIX):
+                return _strict_json(raw[len(JSON_PREFIX) :], what=what)
             try:
                 return json.loads(raw)
             except json.JSONDecodeError:
@@ -133,6 +140,25 @@ def convert_value(field: Any, raw: str, *, what: str) -> Any:
     if isinstance(value, datetime.datetime):
         value = _aware(value)
     return value
+
+
+def _is_json(field: Any) -> bool:
+    from django.db import models
+
+    return isinstance(field, models.JSONField)
+
+
+def _strict_json(text: str, *, what: str) -> Any:
+    """JSON text as the value to store; JSON null as ``Value(None, JSONField())``."""
+    from django.db.models import JSONField, Value
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"invalid JSON {text!r} after {JSON_PREFIX} in {what}: {exc.msg} (column {exc.colno})"
+        ) from None
+    return Value(None, JSONField()) if value is None else value
 
 
 def _aware(value: datetime.datetime) -> datetime.datetime:
@@ -228,3 +254,101 @@ def parse_assignments(
         field = get_concrete_field(model, name, option=option, spec=spec)
         values[field.name] = convert_value(field, raw, what=f"{option} {spec!r}")
     return values
+
+
+def check_assignment(field: Any, value: Any, *, connection: Any, option: str = "--set") -> Any:
+    """The value ``UPDATE … SET field = value`` will store, checked as create checks a record.
+
+    The field's ``to_python``, then the limits the database would enforce
+    anyway — NOT NULL, ``max_length`` (on SQLite too), decimal digits and
+    places (a value is rejected, never rounded), the integer range of the
+    column — so a bad constant fails once, in the parent, before any write,
+    instead of in every chunk. A float for a DecimalField is read as written
+    (``1.1`` is ``Decimal("1.1")``). Django expressions pass unchecked;
+    ``Value(None, JSONField())`` is JSON null.
+
+    Raises:
+        UsageError: one line naming the assignment and the rule it breaks.
+    """
+    import decimal
+
+    from django.core import validators
+    from django.core.exceptions import ValidationError
+    from django.db import models
+
+    what = f"{option} {field.name}={_shown(value)}"
+    target = field.target_field if field.is_relation else field
+    if _is_json(target) and is_json_null(value):
+        return value
+    if hasattr(value, "resolve_expression"):
+        return value
+    if value is None:
+        if field.null:
+            return None
+        hint = f" (for JSON null write {JSON_PREFIX}null)" if _is_json(target) else ""
+        raise UsageError(f"{what}: {field.name} is NOT NULL{hint}; nothing was written")
+    checks: list[Any] = []
+    if isinstance(target, models.DecimalField) and isinstance(value, float):
+        value = decimal.Decimal(repr(value))
+    try:
+        value = target.to_python(value)
+        if isinstance(target, models.JSONField):
+            json.dumps(value, cls=target.encoder)
+        if isinstance(value, str | bytes) and getattr(target, "max_length", None):
+            checks.append(validators.MaxLengthValidator(target.max_length))
+        if isinstance(target, models.DecimalField):
+            checks.append(validators.DecimalValidator(target.max_digits, target.decimal_places))
+            value_checked = _without_trailing_zeros(value)
+        else:
+            value_checked = value
+        if isinstance(target, models.IntegerField) and isinstance(value, int):
+            try:
+                low, high = connection.ops.integer_field_range(target.get_internal_type())
+            except KeyError:  # a custom integer type Django has no range for
+                low = high = None
+            if low is not None:
+                checks.append(validators.MinValueValidator(low))
+            if high is not None:
+                checks.append(validators.MaxValueValidator(high))
+        for check in checks:
+            check(value_checked)
+        field.get_db_prep_save(value, connection)
+    except ValidationError as exc:
+        message = "; ".join(str(m).rstrip(".") for m in exc.messages)
+        raise UsageError(f"{what}: {message}; nothing was written") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UsageError(f"{what}: {exc}; nothing was written") from None
+    return value
+
+
+def is_json_null(value: Any) -> bool:
+    """Whether ``value`` is Django's spelling of JSON null, ``Value(None, JSONField())``."""
+    from django.db.models import JSONField, Value
+
+    return (
+        isinstance(value, Value)
+        and value.value is None
+        and isinstance(value._output_field_or_none, JSONField)
+    )
+
+
+def _without_trailing_zeros(value: Any) -> Any:
+    """``Decimal("1.2300")`` as ``Decimal("1.23")``: the same number, stored exactly at 2 places."""
+    import decimal
+
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        return value
+    kept = list(digits)
+    while exponent < 0 and len(kept) > 1 and kept[-1] == 0:
+        kept.pop()
+        exponent += 1
+    return decimal.Decimal((sign, tuple(kept), exponent))
+
+
+def _shown(value: Any, limit: int = 24) -> str:
+    import decimal
+
+    plain = isinstance(value, str | int | float | decimal.Decimal)
+    text = str(value) if plain else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import operator
 import pickle
 import time
@@ -30,6 +31,7 @@ from typing import Any
 
 from bulkpar.conversion import Reject
 from bulkpar.errors import RowError
+from bulkpar.lookups import is_json_null
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,102 @@ def _serialises_writers(database: str) -> bool:
 def _snapshot(value: Any) -> Any:
     # JSON values are mutated in place by transforms; compare against a copy.
     return copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+
+def _same(field: Any, old: Any, new: Any) -> bool:
+    """Whether a transform left ``field`` as it was (then it is not written).
+
+    JSON values are compared as JSON, types included: in Python ``1 == True``
+    and ``1 == 1.0``, but the database stores ``1``, ``true`` and ``1.0``
+    apart. An untouched value is the very same object, so an untouched float
+    NaN (``nan != nan``) counts as unchanged; a NaN computed anew is written.
+    """
+    from django.db.models import JSONField
+
+    if new is old:
+        return True
+    if isinstance(field, JSONField):
+        try:
+            return _json_text(field, old) == _json_text(field, new)
+        except (TypeError, ValueError):  # not JSON serialisable: let the write say so
+            return False
+    return bool(new == old)
+
+
+def _json_text(field: Any, value: Any) -> str:
+    return json.dumps(value, cls=field.encoder, sort_keys=True)
+
+
+def _holds(field: Any, name: str, value: Any, connection: Any) -> Any:
+    """A condition true where column ``name`` already stores what ``SET name = value`` stores.
+
+    It is exact, never a guess: a row it misses is rewritten (harmless), a
+    row it matches would not change. SQL NULL is ``IS NULL``; JSON values
+    and, on MariaDB/MySQL, strings (whose collations ignore case and
+    trailing spaces) are compared as stored bytes (see :func:`_stores_class`);
+    everything else with the field's own ``exact`` lookup.
+    """
+    from django.db.models import CharField, JSONField, Q, TextField
+
+    if value is None:
+        return Q(**{f"{name}__isnull": True})
+    if isinstance(field, JSONField) and is_json_null(value):
+        return Q(_stores(name, field, value))
+    if hasattr(value, "resolve_expression"):
+        return Q(**{name: value})
+    if isinstance(field, JSONField):
+        return Q(_stores(name, field, value))
+    target = field.target_field if field.is_relation else field
+    if connection.vendor == "mysql" and isinstance(target, CharField | TextField):
+        return Q(_stores(name, field, value))
+    return Q(**{name: value})
+
+
+@functools.cache
+def _stores_class() -> type[Any]:
+    from django.db.models import BooleanField, Expression, F
+
+    class Stores(Expression):
+        """``column`` is not NULL and equals, as stored, ``field``'s database value of ``value``.
+
+        PostgreSQL compares jsonb by its canonical text (``1`` and ``1.0``
+        are equal as jsonb but stored apart); SQLite compares the stored text
+        (Django writes JSON as ``json.dumps`` text); MariaDB/MySQL compare
+        bytes (``CAST … AS BINARY``), beyond the column's collation.
+        """
+
+        conditional = True
+        output_field = BooleanField()
+
+        def __init__(self, name: str, field: Any, value: Any) -> None:
+            super().__init__()
+            self.column: Any = F(name)
+            self.target = field
+            self.value = value
+
+        def get_source_expressions(self) -> list[Any]:
+            return [self.column]
+
+        def set_source_expressions(self, exprs: list[Any]) -> None:
+            (self.column,) = exprs
+
+        def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+            column, params = compiler.compile(self.column)
+            prepared = self.target.get_db_prep_save(self.value, connection)
+            if connection.vendor == "postgresql" and self.target.get_internal_type() == "JSONField":
+                test = f"{column}::text = (%s::jsonb)::text"
+            elif connection.vendor == "mysql":
+                test = f"CAST({column} AS BINARY) = CAST(%s AS BINARY)"
+            else:
+                test = f"{column} = %s"
+            return f"({column} IS NOT NULL AND {test})", [*params, *params, prepared]
+
+    return Stores
+
+
+def _stores(name: str, field: Any, value: Any) -> Any:
+    """The ``Stores`` expression (its class is built on first use: Django loads lazily here)."""
+    return _stores_class()(name, field, value)
 
 
 @dataclass(frozen=True)
@@ -242,21 +340,17 @@ class UpdateJob:
         return self._execute_func(chunk, phases, atomic)
 
     def _execute_set(self, chunk: PkRange, phases: dict[str, float]) -> dict[str, Any]:
-        from django.db.models import Q
+        from django.db import connections
 
         model = self.model_class()
+        connection = connections[self.database]
         start = time.perf_counter()
         rows = self._range(chunk)
         matched = rows.count()
-        differs: list[Any] = []
-        for name, value in self.assignments:
-            field = model._meta.get_field(name)
-            if field.get_internal_type() == "JSONField":
-                differs = []  # JSON equality is not portable: write every row
-                break
-            differs.append(
-                ~Q(**{f"{name}__isnull": True}) if value is None else ~Q(**{name: value})
-            )
+        differs = [
+            ~_holds(model._meta.get_field(name), name, value, connection)
+            for name, value in self.assignments
+        ]
         values = dict(self.assignments)
         for field in self._touch_fields(model):
             if field.name not in values:
@@ -296,8 +390,10 @@ class UpdateJob:
             compare = [meta.get_field(name) for name in self.fields]
         else:
             compare = [f for f in meta.concrete_fields if not f.primary_key]
-        changed_objs: list[Any] = []
-        changed_names: set[str] = set()
+        # Rows grouped by the fields their own transform changed: a row is
+        # written with those fields only, never with a field it left alone
+        # (rewriting a loaded JSON null would store SQL NULL: both load as None).
+        groups: dict[tuple[str, ...], list[Any]] = {}
         skipped = unchanged = 0
         for obj in objs:
             before = [_snapshot(getattr(obj, f.attname)) for f in compare]
@@ -308,36 +404,41 @@ class UpdateJob:
             if outcome is False:
                 skipped += 1
                 continue
-            changed = [
+            changed = tuple(
                 f.name
                 for f, old in zip(compare, before, strict=True)
-                if getattr(obj, f.attname) != old
-            ]
+                if not _same(f, old, getattr(obj, f.attname))
+            )
             if changed:
-                changed_objs.append(obj)
-                changed_names.update(changed)
+                groups.setdefault(changed, []).append(obj)
             else:
                 unchanged += 1
         transformed = time.perf_counter()
         phases["transform"] = transformed - loaded
 
-        if changed_objs:
-            fields = [f.name for f in compare if f.name in changed_names]
-            for field in self._touch_fields(model):
-                for obj in changed_objs:
-                    field.pre_save(obj, add=False)
-                if field.name not in fields:
-                    fields.append(field.name)
-            writer = make_writer(
-                self.writer, model, connections[self.database], rows=len(changed_objs)
-            )
+        written = sum(len(group) for group in groups.values())
+        if groups:
+            touch = self._touch_fields(model)
+            batches = []
+            for names, group in groups.items():
+                for field in touch:
+                    for obj in group:
+                        field.pre_save(obj, add=False)
+                fields = [meta.get_field(name) for name in names]
+                fields += [f for f in touch if f.name not in names]
+                batches.append((group, fields))
             with atomic():
-                writer.update(changed_objs, [meta.get_field(name) for name in fields])
+                # one statement (or COPY) per distinct set of changed fields
+                for group, fields in batches:
+                    writer = make_writer(
+                        self.writer, model, connections[self.database], rows=len(group)
+                    )
+                    writer.update(group, fields)
         phases["write"] = time.perf_counter() - transformed
         return {
             "rows": len(objs),
             "matched": len(objs),
-            "written": len(changed_objs),
+            "written": written,
             "unchanged": unchanged,
             "skipped": skipped,
         }

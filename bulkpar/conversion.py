@@ -91,16 +91,23 @@ def plan_columns(
 
     Raises:
         FieldNotFoundError: a column or ``--map``/``--const`` target matches no field.
-        UsageError: two columns set the same field.
+        UsageError: two columns set the same field, a ``--map`` column the
+            input does not have, or a ``--const`` value its field refuses.
     """
     table = _lookup_table(model)
     rename = dict(rename or {})
+    keys = list(keys)
     names = sorted({f.name for f in model._meta.concrete_fields})
     for column, target in rename.items():
         if target not in table:
             raise FieldNotFoundError(
                 f"--map {column}={target}: model {model._meta.label} has no field "
                 f"{target!r}{did_you_mean(target, names)}"
+            )
+        if column not in keys:
+            raise UsageError(
+                f"--map {column}={target}: {source} has no column {column!r}"
+                f"{did_you_mean(column, keys)} (its columns: {', '.join(keys)})"
             )
     supplied: dict[str, str] = {}
     for key in keys:
@@ -129,12 +136,15 @@ def plan_columns(
             )
         const_pairs.append((field.name, value))
         supplied.setdefault(field.name, name)
-    return ColumnPlan(
+    plan = ColumnPlan(
         rename=tuple(rename.items()),
         consts=tuple(const_pairs),
         supplied=tuple(supplied),
         ignore_unknown=ignore_unknown,
     )
+    if const_pairs:
+        RowConverter(model, plan, require=False)  # a bad --const fails here, before any write
+    return plan
 
 
 def required_fields(model: type[Any]) -> list[Any]:

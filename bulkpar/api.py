@@ -127,7 +127,7 @@ def update(
     func_ref = arguments.func_ref(func, options) if func is not None else None
 
     query = pickle.dumps(queryset.order_by().query)
-    check_database(alias)
+    check_database(alias, model)
     assignments = tuple(
         (field.attname, check_assignment(field, value, connection=connections[alias]))
         for field, value in targets
@@ -168,6 +168,7 @@ def _load(
     update: Iterable[str] | str | None,
     ignore_conflicts: bool,
     format: str | None,
+    delimiter: str | None,
     map: Mapping[str, str] | None,
     const: Mapping[str, Any] | None,
     ignore_unknown: bool,
@@ -208,7 +209,7 @@ def _load(
     alias = database or router.db_for_write(model)
     meta = model._meta
 
-    source = as_source(rows, format)
+    source = as_source(rows, format, delimiter)
     records = iter(source)
     first = next(records, None)
     arguments.refuse_empty_file(source, first)
@@ -266,10 +267,17 @@ def _load(
                     f"--update names the primary key {meta.pk.name!r}; an upsert never "
                     "overwrites the key of an existing row (leave it out of --update)"
                 )
+            absent = [n for n in update_names if first is not None and n not in supplied]
+            if absent:
+                raise UsageError(
+                    f"--update names {', '.join(absent)}, which the input {source.name} does "
+                    f"not supply (it gives {', '.join(columns.supplied) or 'no fields'}); "
+                    "add the column, --const it, or drop it from --update"
+                )
     sort: tuple[str, ...] = ()
     if operation == "create":
         sort = next((s for s in unique_field_sets(model) if set(s) <= supplied), ())
-    check_database(alias)
+    check_database(alias, model)
     job = LoadJob(
         operation=operation,
         model=model_label(model),
@@ -285,7 +293,7 @@ def _load(
         validate=validate,
     )
     journal = arguments.open_checkpoint(
-        checkpoint, arguments.load_description(job, source, chunk), dry_run
+        checkpoint, arguments.load_description(job, source, chunk), dry_run, source.name
     )
     stream = itertools.chain([first] if first is not None else [], records)
     sized = len(rows) if hasattr(rows, "__len__") and not isinstance(rows, str) else None
@@ -311,6 +319,7 @@ def create(
     *,
     ignore_conflicts: bool = False,
     format: str | None = None,
+    delimiter: str | None = None,
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
@@ -342,6 +351,8 @@ def create(
         ignore_conflicts: skip records whose unique key already exists, and
             count them (``report.skipped``), instead of failing the chunk.
         format: ``csv``, ``jsonl`` or ``json`` (default: from the file name).
+        delimiter: the CSV field separator (default ``,``; ``"tab"`` or
+            ``"\\t"`` for tab-separated files); only for CSV paths and stdin.
         map: input column → field renames.
         const: field → value set on every record.
         ignore_unknown: drop input columns that match no field.
@@ -370,6 +381,7 @@ def create(
         update=None,
         ignore_conflicts=ignore_conflicts,
         format=format,
+        delimiter=delimiter,
         map=map,
         const=const,
         ignore_unknown=ignore_unknown,
@@ -397,6 +409,7 @@ def upsert(
     unique: Iterable[str] | str,
     update: Iterable[str] | str | None = None,
     format: str | None = None,
+    delimiter: str | None = None,
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
@@ -446,6 +459,7 @@ def upsert(
         update=update,
         ignore_conflicts=False,
         format=format,
+        delimiter=delimiter,
         map=map,
         const=const,
         ignore_unknown=ignore_unknown,
@@ -476,6 +490,7 @@ def save(
     setup: Callable[[], Any] | str | None = None,
     transaction: str = "chunk",
     format: str | None = None,
+    delimiter: str | None = None,
     map: Mapping[str, str] | None = None,
     const: Mapping[str, Any] | None = None,
     ignore_unknown: bool = False,
@@ -555,7 +570,7 @@ def save(
             raise UsageError("func and fields go with a queryset source, not with rows")
         model = source
         alias = database or router.db_for_write(model)
-        input_source = as_source(rows, format)
+        input_source = as_source(rows, format, delimiter)
         records = iter(input_source)
         first = next(records, None)
         arguments.refuse_empty_file(input_source, first)
@@ -573,12 +588,16 @@ def save(
                 f"{model._meta.label}, so it may find several objects; use one of: "
                 + " or ".join(",".join(s) for s in unique_field_sets(model))
             )
+        check_database(alias, model)
         job = SaveJob(
             model=model_label(model), database=alias, columns=columns, match=match_names,
             transaction=transaction, validate=validate,
         )  # fmt: skip
         journal = arguments.open_checkpoint(
-            checkpoint, arguments.load_description(job, input_source, chunk), dry_run
+            checkpoint,
+            arguments.load_description(job, input_source, chunk),
+            dry_run,
+            input_source.name,
         )
         stream = itertools.chain([first] if first is not None else [], records)
         plan = Plan(
@@ -593,6 +612,8 @@ def save(
         model = queryset.model
         if match:
             raise UsageError("match goes with rows (an input), not with a queryset")
+        if delimiter is not None:
+            raise UsageError("delimiter goes with rows (a CSV input), not with a queryset")
         alias = database or queryset._db or router.db_for_write(model)
         update_fields = arguments.field_names(model, arguments.names(fields), "--fields")
         job = SaveJob(
@@ -605,6 +626,7 @@ def save(
             validate=validate,
         )
         update_job = UpdateJob(model=job.model, database=alias, query=job.query or b"", chunk=chunk)
+        check_database(alias, model)  # before counting the rows
         description = {**update_job.describe(), "operation": "save", "func": repr(job.func),
                        "fields": list(update_fields), "transaction": transaction}  # fmt: skip
         journal = arguments.open_checkpoint(checkpoint, description, dry_run)
@@ -616,7 +638,6 @@ def save(
             matched=matched,
             checkpoint=journal,
         )
-    check_database(alias)
     notes: tuple[str, ...] = ()
     if dry_run:
         notes = (

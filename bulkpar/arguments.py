@@ -87,13 +87,13 @@ def func_ref(func: Callable[..., Any] | str, options: RunOptions) -> Any:
 
 
 def open_checkpoint(
-    path: str | None, description: dict[str, Any], dry_run: bool
+    path: str | None, description: dict[str, Any], dry_run: bool, input_name: str = "the input"
 ) -> Checkpoint | None:
     if path is None:
         return None
     if dry_run:
         raise UsageError("--dry-run writes nothing, so it takes no --checkpoint")
-    return Checkpoint(path, description)
+    return Checkpoint(path, description, input_name)
 
 
 def resume_point(checkpoint: Checkpoint | None) -> tuple[list[tuple[Any, Any]], int]:

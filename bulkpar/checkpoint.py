@@ -8,8 +8,12 @@ journal skips those chunks; a different job is refused.
 
 What "a chunk" is must not depend on what the previous run changed:
 
-* input loads cut chunks by position in the input, so chunk *i* is the same
-  records on every run of the same file;
+* input loads cut chunks from the input in order, so chunk *i* is the same
+  records on every run of the same input. The journal keeps a digest of
+  each committed chunk's records (:func:`records_digest`); a resumed run
+  re-reads the input and checks every chunk it skips against its digest, so
+  a different stdin stream, or a file edited in place, is refused instead
+  of silently skipped;
 * updates and saves over a queryset plan primary-key ranges, and the journal
   keeps each committed range ``(lo, hi]``; a resumed run plans only the gaps
   between committed ranges, so rows that stopped matching the filter after
@@ -30,9 +34,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from bulkpar.errors import UsageError
+from bulkpar.errors import CheckpointMismatchError, UsageError
 
-FORMAT_VERSION = 1
+#: Version 2 journals a digest of every committed input chunk; version 1 did not.
+FORMAT_VERSION = 2
+
+
+def records_digest(records: Iterable[Any]) -> str:
+    """A digest of a chunk's input records: each record's line and raw values, in order.
+
+    The values are serialised canonically (sorted keys; ``str`` for what JSON
+    cannot hold), so the same input read twice gives the same digest, and any
+    changed, added, dropped or reordered record gives another. One encoder
+    call per chunk: a call per record would double the parent's reading cost.
+    """
+    text = _CANONICAL.encode([[record.line, record.values] for record in records])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str)
 
 
 def fingerprint(description: dict[str, Any]) -> str:
@@ -49,15 +69,26 @@ class DoneChunk:
     lo: Any = None
     hi: Any = None
     rows: int = 0
+    digest: str | None = None
+    label: str | None = None
 
 
 class Checkpoint:
     """An open journal: the chunks already done, and a way to record more."""
 
-    def __init__(self, path: str, description: dict[str, Any]) -> None:
+    def __init__(
+        self, path: str, description: dict[str, Any], input_name: str = "the input"
+    ) -> None:
         self.path = path
+        self.input_name = input_name
         self.fingerprint = fingerprint(description)
         self.done: list[DoneChunk] = []
+        self._unverified: dict[int, DoneChunk] = {}
+        if os.path.isdir(path):
+            raise UsageError(
+                f"--checkpoint {path!r} is a directory; name a file, "
+                f"e.g. {os.path.join(path, 'job.checkpoint')!r}"
+            )
         if os.path.exists(path) and os.path.getsize(path) > 0:
             self._load(description)
         try:
@@ -72,14 +103,28 @@ class Checkpoint:
             self._append(header)
 
     def _load(self, description: dict[str, Any]) -> None:
-        with open(self.path, encoding="utf-8") as journal:
-            lines = journal.read().splitlines()
+        try:
+            with open(self.path, encoding="utf-8") as journal:
+                lines = journal.read().splitlines()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read the checkpoint file {self.path!r}: {exc.strerror or exc}"
+            ) from None
+        except UnicodeDecodeError:
+            lines = []
         try:
             header = json.loads(lines[0])
-        except (json.JSONDecodeError, IndexError):
+            version = header["bulkpar_checkpoint"]
+        except (json.JSONDecodeError, IndexError, KeyError, TypeError):
             raise UsageError(
                 f"{self.path!r} is not a bulkpar checkpoint; pass a new file to --checkpoint"
             ) from None
+        if version != FORMAT_VERSION:
+            raise UsageError(
+                f"checkpoint {self.path!r} has format {version}, this bulkpar reads format "
+                f"{FORMAT_VERSION}; finish the run with the bulkpar that wrote it, or use a "
+                "new checkpoint file"
+            )
         if header.get("fingerprint") != self.fingerprint:
             raise UsageError(
                 f"checkpoint {self.path!r} belongs to a different job "
@@ -92,11 +137,17 @@ class Checkpoint:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by a crash mid-write: that chunk runs again
-            self.done.append(
-                DoneChunk(
-                    record["index"], record.get("lo"), record.get("hi"), record.get("rows", 0)
-                )
+            done = DoneChunk(
+                record["index"],
+                record.get("lo"),
+                record.get("hi"),
+                record.get("rows", 0),
+                record.get("digest"),
+                record.get("label"),
             )
+            self.done.append(done)
+            if done.digest is not None:
+                self._unverified[done.index] = done
 
     def _append(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, default=str) + "\n")
@@ -104,11 +155,47 @@ class Checkpoint:
         os.fsync(self._file.fileno())
 
     def record(self, chunk: Any, rows: int) -> None:
-        """Durably note that ``chunk`` committed."""
+        """Durably note that ``chunk`` committed (with the digest of its records)."""
         entry: dict[str, Any] = {"index": chunk.index, "rows": rows}
         if hasattr(chunk, "hi"):
             entry["lo"], entry["hi"] = chunk.lo, chunk.hi
+        if hasattr(chunk, "records"):
+            entry["digest"] = records_digest(chunk.records)
+            entry["label"] = chunk.label
         self._append(entry)
+
+    def verify(self, chunk: Any) -> None:
+        """Check that a chunk this run skips holds the records the journal committed.
+
+        Raises:
+            CheckpointMismatchError: the chunk's records differ from the committed ones:
+                the input changed between the runs.
+        """
+        done = self._unverified.pop(chunk.index, None)
+        if done is None or not hasattr(chunk, "records"):
+            return
+        if records_digest(chunk.records) != done.digest:
+            raise CheckpointMismatchError(
+                f"checkpoint {self.path}: chunk {chunk.index} ({done.label or chunk.label}) of "
+                f"{self.input_name} differs from the run that committed it; the input "
+                "changed — use a new checkpoint file"
+            )
+
+    def verify_end(self) -> None:
+        """At the end of the input: every committed chunk must have been met again.
+
+        Raises:
+            CheckpointMismatchError: the input ended before a chunk the journal committed.
+        """
+        if not self._unverified:
+            return
+        done = min(self._unverified.values(), key=lambda d: d.index)
+        where = f" ({done.label})" if done.label else ""
+        raise CheckpointMismatchError(
+            f"checkpoint {self.path}: {self.input_name} ends before chunk {done.index}"
+            f"{where} that the run that committed it read; the input changed — use a new "
+            "checkpoint file"
+        )
 
     def done_indexes(self) -> set[int]:
         return {d.index for d in self.done}

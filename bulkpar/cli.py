@@ -280,7 +280,7 @@ def _load_command(operation: str, params: dict[str, Any]) -> None:
             max_rejects=params["max_rejects"],
             **_run_kwargs(params),
         )
-        source = FileSource(params["input_path"], params["input_format"])
+        source = FileSource(params["input_path"], params["input_format"], params["delimiter"])
         if operation == "create":
             report = api.create(
                 model, source, ignore_conflicts=params["ignore_conflicts"], **common
@@ -417,6 +417,8 @@ def save(**params: Any) -> None:
             raise UsageError("--input cannot be combined with --filter/--exclude/--func")
         if params["match"] and not has_input:
             raise UsageError("--match goes with --input")
+        if params["delimiter"] is not None and not has_input:
+            raise UsageError("--delimiter goes with --input")
         _check_input_path(params["input_path"])
         setup_django(params["settings"], params["pythonpath"])
         model = resolve_model(params["model_label"])
@@ -433,7 +435,7 @@ def save(**params: Any) -> None:
 
             report = api.save(
                 model,
-                FileSource(params["input_path"], params["input_format"]),
+                FileSource(params["input_path"], params["input_format"], params["delimiter"]),
                 match=params["match"],
                 map=_pairs(params["renames"], "--map"),
                 const=_consts(params["consts"]),

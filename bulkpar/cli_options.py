@@ -134,6 +134,8 @@ def _add_input_options(func: F, required: bool) -> F:
                      help="CSV, JSON Lines or JSON file (.gz too), or - for stdin."),
         click.option("--format", "input_format", type=click.Choice(FORMATS),
                      help="Input format (default: from the file name; required for stdin)."),
+        click.option("--delimiter", metavar="CHAR",
+                     help="CSV field separator, e.g. ';' or tab (default: ',')."),
         click.option("--map", "renames", multiple=True, metavar="COLUMN=FIELD",
                      help="Read input column COLUMN into FIELD (repeatable)."),
         click.option("--const", "consts", multiple=True, metavar="FIELD=VALUE",

@@ -123,16 +123,23 @@ def plan_columns(
 
     Raises:
         FieldNotFoundError: a column or ``--map``/``--const`` target matches no field.
-        UsageError: two columns set the same field.
+        UsageError: two columns set the same field, a ``--map`` column the
+            input does not have, or a ``--const`` value its field refuses.
     """
     table = _lookup_table(model)
     rename = dict(rename or {})
+    keys = list(keys)
     names = sorted({f.name for f in model._meta.concrete_fields})
     for column, target in rename.items():
         if target not in table:
             raise FieldNotFoundError(
                 f"--map {column}={target}: model {model._meta.label} has no field "
                 f"{target!r}{did_you_mean(target, names)}"
+            )
+        if column not in keys:
+            raise UsageError(
+                f"--map {column}={target}: {source} has no column {column!r}"
+                f"{did_you_mean(column, keys)} (its columns: {', '.join(keys)})"
             )
     supplied: dict[str, str] = {}
     for key in keys:
@@ -161,7 +168,7 @@ def plan_columns(
             )
         const_pairs.append((field.name, value))
         supplied.setdefault(field.name, name)
-    return ColumnPlan(
+    plan = ColumnPlan(
         rename=tuple(rename.items()),
         consts=tuple(const_pairs),
         supplied=tuple(supplied),
@@ -192,6 +199,9 @@ def _is_automatic(field: Any) -> bool:
         or getattr(field, "auto_now", False)
         or getattr(field, "auto_now_add", False)
     )
+    if const_pairs:
+        RowConverter(model, plan, require=False)  # a bad --const fails here, before any write
+    return plan
 
 
 def required_fields(model: type[Any]) -> list[Any]:

@@ -17,6 +17,7 @@ from typing import Any
 from bulkpar.errors import (
     DatabaseUnreachableError,
     FunctionImportError,
+    MissingTableError,
     ModelNotFoundError,
     SettingsError,
     did_you_mean,
@@ -191,11 +192,16 @@ def describe_database(alias: str) -> str:
     return f"{vendor} database {conf.get('NAME')!r} at {host}:{port} as {conf.get('USER')!r}"
 
 
-def check_database(alias: str) -> None:
+def check_database(alias: str, model: type[Any] | None = None) -> None:
     """Open (and close) a connection so an unreachable server fails fast.
+
+    With ``model``, also check that its table (and, for multi-table
+    inheritance, its parents' tables) exist, so an unmigrated database is one
+    clear line before any write, not an error in every worker.
 
     Raises:
         DatabaseUnreachableError: naming the alias, server and the driver's message.
+        MissingTableError: naming the model, the missing table and ``migrate``.
     """
     from django.db import connections
     from django.utils.connection import ConnectionDoesNotExist
@@ -216,8 +222,29 @@ def check_database(alias: str) -> None:
             f"cannot connect to {describe_database(alias)} (alias {alias!r}): {message}; "
             "check that the server is running and DATABASES in your settings"
         ) from exc
+    try:
+        if model is not None:
+            _check_tables(alias, model)
     finally:
         connection.close()
+
+
+def _check_tables(alias: str, model: type[Any]) -> None:
+    from django.db import connections
+
+    with connections[alias].cursor() as cursor:
+        names = connections[alias].introspection.table_names(cursor, include_views=True)
+    present = {name.lower() for name in names}
+    for owner in [model, *model._meta.get_parent_list()]:
+        table = owner._meta.db_table
+        if '"' in table or table.lower() in present:
+            continue  # a quoted "schema"."table" name is beyond a plain lookup
+        app = owner._meta.app_label
+        raise MissingTableError(
+            f"the table {table!r} of {owner._meta.label} does not exist in "
+            f"{describe_database(alias)}; run 'python manage.py migrate {app}' "
+            f"(or 'django-admin migrate {app} --settings …') first"
+        )
 
 
 def close_connections() -> None:

@@ -43,6 +43,14 @@ class InputError(BulkparError):
     """An input file cannot be read or is not in the format it claims."""
 
 
+class CheckpointMismatchError(InputError):
+    """A resumed run's input differs from what the checkpoint journal committed."""
+
+
+class MissingTableError(BulkparError):
+    """The model's table does not exist in the database (migrations not applied)."""
+
+
 class DatabaseUnreachableError(BulkparError):
     """The database named by the job cannot be connected to."""
 

@@ -39,7 +39,7 @@ from typing import IO, Any, Protocol
 from bulkpar import worker
 from bulkpar.checkpoint import Checkpoint
 from bulkpar.django_setup import close_connections
-from bulkpar.errors import BulkparError, UsageError
+from bulkpar.errors import BulkparError, CheckpointMismatchError, UsageError
 from bulkpar.executors import kill_workers, make_executor, warm_up
 from bulkpar.job import Job, RunOptions, Target
 from bulkpar.report import ChunkResult, Report, build_report
@@ -317,10 +317,20 @@ class _Scheduler:
         self.in_flight.clear()
 
     def _next_chunk(self) -> Any:
+        checkpoint = self.plan.checkpoint
         while True:
             try:
                 chunk = next(self.chunks, None)
+                if checkpoint is not None:  # what a resume skips must be what was committed
+                    if chunk is None:
+                        checkpoint.verify_end()
+                    elif chunk.index in self.skip:
+                        checkpoint.verify(chunk)
             except BulkparError as exc:  # bad input mid-stream: stop, keep what committed
+                if isinstance(exc, CheckpointMismatchError) and not (
+                    self.results or self.in_flight
+                ):
+                    raise  # nothing written yet: refuse the run outright
                 self.stopped = str(exc)
                 return None
             if chunk is None or chunk.index not in self.skip:

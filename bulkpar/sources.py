@@ -4,6 +4,8 @@ Every reader is a stream: it yields :class:`Record` objects one at a time and
 never holds the input in memory, so a 10-million-row file costs what one chunk
 costs. Formats: CSV (header row), JSON Lines, JSON (a top-level array, parsed
 incrementally with ijson); gzip-compressed files by their ``.gz`` suffix.
+CSV fields may be as large as the platform allows (Python's ``csv`` module
+stops at 128 KiB by default).
 """
 
 from __future__ import annotations
@@ -24,6 +26,23 @@ from bulkpar.errors import InputError, UsageError
 
 FORMATS = ("csv", "jsonl", "json")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+#: The largest CSV field read (the ``csv`` module's own default is 128 KiB).
+CSV_FIELD_LIMIT = min(2**31 - 1, sys.maxsize)
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t"}
+
+
+def parse_delimiter(delimiter: str) -> str:
+    """The CSV delimiter ``--delimiter`` names: one character, or ``tab`` / ``\\t``.
+
+    Raises:
+        UsageError: not a single character, or a quote or line break.
+    """
+    char = _DELIMITER_NAMES.get(delimiter.lower(), delimiter)
+    if len(char) != 1 or char in '"\r\n':
+        raise UsageError(
+            f"--delimiter {delimiter!r}: give one character, e.g. ';' or '|', or 'tab'"
+        )
+    return char
 
 
 @dataclass(frozen=True)
@@ -56,16 +75,23 @@ class FileSource:
     Attributes:
         path: the file name, or ``"-"`` for standard input.
         format: ``csv``, ``jsonl`` or ``json``.
+        delimiter: the CSV field separator (``,`` unless given).
         total_bytes: the file's size on disk (None for stdin), for progress.
     """
 
-    def __init__(self, path: str, format: str | None = None) -> None:
+    def __init__(self, path: str, format: str | None = None, delimiter: str | None = None) -> None:
         if path == "-" and format is None:
             raise UsageError("reading stdin (--input -) needs --format csv|jsonl|json")
         if format is not None and format not in FORMATS:
             raise UsageError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
         self.path = path
         self.format = format or guess_format(path)
+        if delimiter is not None and self.format != "csv":
+            raise UsageError(
+                f"--delimiter goes with CSV input; {path if path != '-' else 'stdin'} "
+                f"is read as {self.format}"
+            )
+        self.delimiter = "," if delimiter is None else parse_delimiter(delimiter)
         self.total_bytes: int | None = None
         self._raw: IO[bytes] | None = None
         if path != "-":
@@ -94,16 +120,19 @@ class FileSource:
             return None
 
     def identity(self) -> dict[str, Any]:
-        """What identifies this input for a job fingerprint."""
-        if self.path == "-":
-            return {"path": "-", "format": self.format}
-        stat = os.stat(self.path)
-        return {
-            "path": os.path.abspath(self.path),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
+        """What identifies this input for a job fingerprint.
+
+        Not the file's size or modification time: a checkpoint checks the
+        records it skips against their digests, so a file rewritten with the
+        same content still resumes, and one changed in place is refused.
+        """
+        identity: dict[str, Any] = {
+            "path": "-" if self.path == "-" else os.path.abspath(self.path),
             "format": self.format,
         }
+        if self.delimiter != ",":
+            identity["delimiter"] = self.delimiter
+        return identity
 
     def __iter__(self) -> Iterator[Record]:
         raw: IO[bytes] = sys.stdin.buffer if self.path == "-" else open(self.path, "rb")  # noqa: SIM115
@@ -138,7 +167,19 @@ class FileSource:
 
     def _csv(self, stream: IO[bytes]) -> Iterator[Record]:
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+        reader = csv.reader(text, delimiter=self.delimiter)
+        try:
+            yield from self._csv_rows(reader)
+        except csv.Error as exc:
+            hint = (
+                f" (the limit is {CSV_FIELD_LIMIT} characters: a quote left open?)"
+                if "field limit" in str(exc)
+                else ""
+            )
+            raise InputError(f"{self.name}, line {reader.line_num}: {exc}{hint}") from None
+
+    def _csv_rows(self, reader: Any) -> Iterator[Record]:
         try:
             header = next(reader)
         except StopIteration:
@@ -153,9 +194,10 @@ class FileSource:
             if not row:
                 continue
             if len(row) != width:
+                separator = "commas" if self.delimiter == "," else repr(self.delimiter)
                 raise InputError(
                     f"{self.name}, line {start}: {len(row)} fields where the header has "
-                    f"{width}; fix the row or quote fields containing commas"
+                    f"{width}; fix the row or quote fields containing {separator}"
                 )
             yield Record(start, dict(zip(header, row, strict=True)))
 
@@ -181,8 +223,17 @@ class FileSource:
     def _json(self, stream: IO[bytes]) -> Iterator[Record]:
         import ijson
 
+        head = stream.read(1)
+        while head.isspace() or head in (b"\xef", b"\xbb", b"\xbf"):  # a UTF-8 BOM too
+            head = stream.read(1)
+        if head == b"{":
+            raise InputError(
+                f"{self.name}: expected a JSON array of objects, found an object; "
+                "for one object per line use --format jsonl"
+            )
         try:
-            for number, value in enumerate(ijson.items(stream, "item", use_float=True), 1):
+            items = ijson.items(_Prefixed(head, stream), "item", use_float=True)
+            for number, value in enumerate(items, 1):
                 if not isinstance(value, dict):
                     raise InputError(
                         f"{self.name}, item {number}: expected a JSON object, "
@@ -194,6 +245,23 @@ class FileSource:
                 f"{self.name}: not a valid JSON array of objects ({exc}); "
                 "for one object per line use --format jsonl"
             ) from None
+
+
+class _Prefixed:
+    """A binary stream with bytes already read put back in front of it."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head = head
+        self.rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(size)
+        if size < 0:
+            data, self.head = self.head + self.rest.read(), b""
+            return data
+        data, self.head = self.head[:size], self.head[size:]
+        return data
 
 
 class IterableSource:
@@ -224,12 +292,18 @@ class IterableSource:
 Source = FileSource | IterableSource
 
 
-def as_source(rows: Any, format: str | None = None) -> Source:
-    """A Source for a path, ``"-"``, an existing Source, or an iterable of dicts."""
+def as_source(rows: Any, format: str | None = None, delimiter: str | None = None) -> Source:
+    """A Source for a path, ``"-"``, an existing Source, or an iterable of dicts.
+
+    Raises:
+        UsageError: ``delimiter`` given for anything but a CSV path.
+    """
+    if isinstance(rows, str | Path):
+        return FileSource(str(rows), format, delimiter)
+    if delimiter is not None:
+        raise UsageError("delimiter goes with a CSV file or stdin, not with an iterable of rows")
     if isinstance(rows, FileSource | IterableSource):
         return rows
-    if isinstance(rows, str | Path):
-        return FileSource(str(rows), format)
     if isinstance(rows, Mapping):
         raise UsageError("rows must be an iterable of dicts, not a single dict")
     return IterableSource(rows)

@@ -95,9 +95,9 @@ def test_unchanged_chunks_issue_no_update_statement(people):
     statements = [q["sql"].lstrip().upper() for q in queries.captured_queries]
     assert not [s for s in statements if s.startswith("UPDATE")]
     selects = [s for s in statements if "FROM" in s and s.startswith("SELECT")]
-    # a count; probes finding pk 5 and 10, then one finding nothing and the end
-    # probe that confirms the table ends at 10; two chunk loads
-    assert len(selects) == 7
+    # the check that the table exists; a count; probes finding pk 5 and 10, then one
+    # finding nothing and the end probe that confirms the table ends at 10; two chunk loads
+    assert len(selects) == 8
 
 
 def test_set_issues_one_update_per_chunk(people):

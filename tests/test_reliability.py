@@ -141,8 +141,8 @@ def test_bisect_rejects_exactly_the_bad_rows(people, tmp_path, run_cli):
     people(10_000)
     rejects = tmp_path / "rejects.jsonl"
     result = run_cli("update", *MODEL, "--func", f"{T}:bump_unless_cursed", "--chunk", "1000",
-                     "--workers", "2", "--on-error", "bisect", "--rejects", rejects, "--json",
-                     timeout=300)  # fmt: skip
+                     "--workers", "2", "--on-error", "bisect", "--rejects", rejects,
+                     "--max-rejects", "3", "--json", timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["written"], report["rejected"], report["failed_chunks"]) == (9_997, 3, 0)

@@ -172,7 +172,7 @@ def _count_rows(report: Report) -> list[tuple[str, str]]:
 
 def _reconciliation_line(report: Report) -> Text:
     """``rows matched 30 = written 30 + … ✓``: the equation the counts satisfy."""
-    always = {"written", "created", "updated"}
+    always = {"written", "created"} | ({"updated"} if report.operation == "upsert" else set())
     names = {"failed_rows": "failed", "not_attempted": "not attempted"}
     parts = [
         f"{names.get(name) or _done(report, name)} {value:,}"
@@ -195,19 +195,24 @@ def _render_rejects(report: Report, console: Console) -> None:
     head = f"{report.rejected:,} {noun(report, report.rejected)} rejected"
     if shown:
         head += ":" if len(shown) == report.rejected else f"; the first {len(shown)}:"
-    console.print(Text(head, style="red" if not report.rejects_allowed else "yellow"))
+    console.print(
+        Text(head, style="red" if not report.rejects_allowed else "yellow"), soft_wrap=True
+    )
     for sample in shown:
         where = f"line {sample.line}" if sample.line is not None else f"pk {sample.pk!r}"
         if sample.field:
             where += f", field {sample.field}"
         reason = sample.error.splitlines()[0] if sample.error else ""
-        console.print(Text(f"  {where}: {reason}"))
+        console.print(Text(f"  {where}: {reason}"), soft_wrap=True)
     rest = report.rejected - len(shown)
     if report.rejects_file:
         more = f"and {rest:,} more " if rest > 0 else "all "
-        console.print(Text(f"{more}in {report.rejects_file}"))
+        console.print(Text(f"{more}in {report.rejects_file}"), soft_wrap=True)
     elif rest > 0:
-        console.print(Text(f"and {rest:,} more (write them all to a file with --rejects FILE)"))
+        console.print(
+            Text(f"and {rest:,} more (write them all to a file with --rejects FILE)"),
+            soft_wrap=True,
+        )
 
 
 def _render_errors(report: Report, console: Console) -> None:
@@ -216,9 +221,9 @@ def _render_errors(report: Report, console: Console) -> None:
         first, others = group.chunks[0], group.chunks[1:]
         line = Text(f"chunk {first.chunk} ({first.label}) failed: ", style="red")
         line.append(first.error, style="")
-        console.print(line)
+        console.print(line, soft_wrap=True)
         if first.traceback:
-            console.print(Text(first.traceback.rstrip(), style="dim"))
+            console.print(Text(first.traceback.rstrip(), style="dim"), soft_wrap=True)
         if others:
             labels = ", ".join(f"{e.chunk} ({e.label})" for e in others[:_LABELS_SHOWN])
             if len(others) > _LABELS_SHOWN:
@@ -228,7 +233,8 @@ def _render_errors(report: Report, console: Console) -> None:
                 Text(
                     f"and {len(others):,} more {plural} failed with the same error: {labels}",
                     style="red",
-                )
+                ),
+                soft_wrap=True,
             )
 
 
@@ -243,7 +249,7 @@ def render_report(report: Report, console: Console) -> None:
         title += " — FAILED"
     elif not report.rejects_allowed:
         title += f" — {report.rejected:,} {noun(report, report.rejected).upper()} REJECTED"
-    table = Table(title=title, show_header=False, title_justify="left", box=None)
+    table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = _count_rows(report)
@@ -273,8 +279,9 @@ def render_report(report: Report, console: Console) -> None:
         )  # fmt: skip
     for label, value in rows:
         table.add_row(label, value)
+    console.print(Text(title, style="bold"), soft_wrap=True)  # whole, however wide the table
     console.print(table)
-    console.print(_reconciliation_line(report))
+    console.print(_reconciliation_line(report), soft_wrap=True)
     _render_rejects(report, console)
     _render_errors(report, console)
     if report.stopped:

@@ -37,6 +37,7 @@ def update(
     retries: int = 5,
     on_error: str = "abort",
     rejects: str | None = None,
+    max_rejects: int | None = None,
     dry_run: bool = False,
     checkpoint: str | None = None,
     progress: bool | ProgressSink = False,
@@ -86,6 +87,9 @@ def update(
             ``"bisect"`` splits a failing chunk until the bad rows are
             isolated, commits the others and rejects the bad ones.
         rejects: JSON Lines file receiving the rows ``bisect`` rejected.
+        max_rejects: rows ``bisect`` may reject with ``report.ok`` still
+            True; the run stops once more are rejected (default: none
+            allowed, but the run goes on).
         dry_run: do everything inside transactions that are rolled back, and
             report what would have been written.
         checkpoint: a journal file of committed chunks; running the same job
@@ -93,7 +97,8 @@ def update(
         progress: True for a tqdm bar, or any ProgressSink.
 
     Returns:
-        The run's Report; ``report.ok`` is False if any chunk failed.
+        The run's Report; ``report.ok`` is False if any chunk failed or more
+        rows were rejected than ``max_rejects`` allows.
 
     Raises:
         bulkpar.errors.BulkparError: invalid arguments, unknown fields, an
@@ -108,7 +113,11 @@ def update(
     if chunk < 1:
         raise UsageError(f"chunk must be at least 1 (got {chunk})")
     options = arguments.run_options(workers, executor, start_method, retries, on_error)
-    options = dataclasses.replace(options, rejects=rejects, dry_run=dry_run)
+    if max_rejects is not None and max_rejects < 0:
+        raise UsageError(f"max_rejects must be 0 or more (got {max_rejects})")
+    options = dataclasses.replace(
+        options, rejects=rejects, max_rejects=max_rejects, dry_run=dry_run
+    )
     alias = database or queryset._db or router.db_for_write(model)
 
     targets = []

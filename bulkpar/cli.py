@@ -79,7 +79,11 @@ def _progress_sink(quiet: bool) -> Any:
 
 
 def _finish(report: Any, as_json: bool) -> None:
-    """Print the report and exit with its status."""
+    """Print the report, then one line on stderr about what went wrong, and exit.
+
+    Exit 0 exactly when ``report.ok``; 128 + the signal after an interrupt;
+    1 otherwise (failed chunks, a stop, rejects beyond ``--max-rejects``).
+    """
     from rich.console import Console
 
     from bulkpar.console import render_report
@@ -88,12 +92,41 @@ def _finish(report: Any, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), default=str))
     else:
         render_report(report, Console())
-    if report.stopped:
-        click.echo(f"Error: {report.stopped}", err=True)
+    for line in _problems(report):
+        click.echo(line, err=True)
     if report.interrupted:
         sys.exit(128 + (report.signal or 2))  # 130 for SIGINT, 143 for SIGTERM
     if not report.ok:
         sys.exit(EXIT_FAILED_CHUNKS)
+
+
+def _problems(report: Any) -> list[str]:
+    """One line per reason the run is not a clean success (warnings included)."""
+    from bulkpar.console import noun
+
+    lines = []
+    if report.stopped:
+        lines.append(f"Error: {report.stopped}")
+    if report.failed_chunks:
+        lines.append(
+            f"Error: {report.failed_chunks:,} chunk(s) failed and were rolled back "
+            f"({report.failed_rows:,} {noun(report, report.failed_rows)}); the report lists "
+            "the errors"
+        )
+    if report.rejected:
+        rejected = f"{report.rejected:,} {noun(report, report.rejected)} rejected"
+        where = f"see {report.rejects_file}" if report.rejects_file else "see --rejects FILE"
+        if report.rejects_allowed:
+            lines.append(
+                f"bulkpar: {rejected} (allowed by --max-rejects {report.max_rejects}); {where}"
+            )
+        elif not report.stopped:
+            lines.append(
+                f"Error: {rejected}; {where}, or allow them with --max-rejects {report.rejected}"
+            )
+    if not report.reconciles:
+        lines.append("Error: the report's counts do not add up (a bug: please report it)")
+    return lines
 
 
 def _split_names(value: str | None) -> list[str] | None:
@@ -169,6 +202,12 @@ def cli() -> None:
     metavar="FILE",
     help="With --on-error bisect: write the rows that failed on their own here.",
 )
+@click.option(
+    "--max-rejects",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="With --on-error bisect: allow up to N rejected rows (exit 0); stop once more are.",
+)
 @run_options()
 def update(**params: Any) -> None:
     """Change existing rows, chunk by chunk over primary-key ranges.
@@ -211,6 +250,7 @@ def update(**params: Any) -> None:
             lock=params["lock"],
             method=params["method"],
             rejects=params["rejects"],
+            max_rejects=params["max_rejects"],
             **_run_kwargs(params),
         )
     _finish(report, params["as_json"])

@@ -145,7 +145,8 @@ def _add_input_options(func: F, required: bool) -> F:
         click.option("--rejects", metavar="FILE",
                      help="Write rejected records (with their error) to this JSON Lines file."),
         click.option("--max-rejects", type=click.IntRange(min=0), metavar="N",
-                     help="Stop once more than N records are rejected."),
+                     help="Allow up to N rejected records (exit 0 with a warning); stop "
+                     "once more are. Default: any reject makes the exit code 1."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from bulkpar.report import ChunkResult, Report
+from bulkpar.report import ChunkResult, Report, group_errors
 
 
 class CountColumn(ProgressColumn):
@@ -97,51 +97,162 @@ def _count(value: int) -> str:
     return f"{value:,}"
 
 
+#: Past participle and dry-run verb of each count: a dry run says what it would have done.
+_DONE = {
+    "written": ("written", "would write"),
+    "created": ("created", "would create"),
+    "updated": ("updated", "would update"),
+    "saved": ("saved", "would save"),
+}
+#: How many failed chunks' labels are listed under one error.
+_LABELS_SHOWN = 5
+
+
+def _done(report: Report, name: str) -> str:
+    """The count's name in the equation: ``written``, or ``would write`` in a dry run."""
+    if report.operation == "save" and name == "written":
+        name = "saved"
+    plain, dry = _DONE.get(name, (name, name))
+    return dry if report.dry_run else plain
+
+
+def _label(report: Report, unit: str, name: str) -> str:
+    """The count's table label: ``rows written``, or ``rows that would be written``."""
+    plain = _DONE[name][0]
+    return f"{unit} that would be {plain}" if report.dry_run else f"{unit} {plain}"
+
+
+def noun(report: Report, count: int = 2) -> str:
+    """What the operation's units are called: rows (updates), objects (saves), records."""
+    plural = {"update": "rows", "save": "objects"}.get(report.operation, "records")
+    return plural[:-1] if count == 1 else plural
+
+
+def _total_label(report: Report) -> str:
+    if report.input_rows is not None:
+        return "records read"
+    return "objects selected" if report.operation == "save" else "rows matched"
+
+
+def _count_rows(report: Report) -> list[tuple[str, str]]:
+    """The table's count rows, by operation."""
+    rows: list[tuple[str, str]] = [(_total_label(report), _count(report.total))]
+    if report.operation == "save":
+        rows += [
+            (_label(report, "objects", "saved"), _count(report.written)),
+            (
+                "  of which "
+                + ("would create / update" if report.dry_run else "created / updated"),
+                f"{report.created:,} / {report.updated:,}",
+            ),
+        ]
+        if report.skipped:
+            rows.append(("objects skipped by the function", _count(report.skipped)))
+    elif report.operation == "update":
+        rows.append((_label(report, "rows", "written"), _count(report.written)))
+        rows.append(("rows unchanged", _count(report.unchanged)))
+        if report.skipped:
+            rows.append(("rows skipped by the function", _count(report.skipped)))
+    else:
+        for name in ("created", "updated"):
+            rows.append((_label(report, "rows", name), _count(getattr(report, name))))
+        for name in ("unchanged", "skipped"):
+            if getattr(report, name):
+                rows.append((f"rows {name}", _count(getattr(report, name))))
+        if report.duplicates:
+            rows.append(("duplicate keys in input (last one won)", _count(report.duplicates)))
+    if report.rejected or report.input_rows is not None:
+        rows.append((f"{noun(report)} rejected", _count(report.rejected)))
+    if report.failed_rows:
+        rows.append((f"{noun(report)} in failed chunks (rolled back)", _count(report.failed_rows)))
+    if report.not_attempted:
+        rows.append((f"{noun(report)} not attempted", _count(report.not_attempted)))
+    return rows
+
+
+def _reconciliation_line(report: Report) -> Text:
+    """``rows matched 30 = written 30 + … ✓``: the equation the counts satisfy."""
+    always = {"written", "created"} | ({"updated"} if report.operation == "upsert" else set())
+    names = {"failed_rows": "failed", "not_attempted": "not attempted"}
+    parts = [
+        f"{names.get(name) or _done(report, name)} {value:,}"
+        for name, value in report.reconciliation()
+        if value or name in always
+    ]
+    line = Text(f"{_total_label(report)} {report.total:,} = {' + '.join(parts)} ")
+    if report.reconciles:
+        line.append("✓", style="green")
+    else:
+        line.append("✗ does not add up", style="red")
+    return line
+
+
+def _render_rejects(report: Report, console: Console) -> None:
+    """The total, the first few rejects with their reason, and where the rest are."""
+    if not report.rejected:
+        return
+    shown = report.reject_samples
+    head = f"{report.rejected:,} {noun(report, report.rejected)} rejected"
+    if shown:
+        head += ":" if len(shown) == report.rejected else f"; the first {len(shown)}:"
+    console.print(
+        Text(head, style="red" if not report.rejects_allowed else "yellow"), soft_wrap=True
+    )
+    for sample in shown:
+        where = f"line {sample.line}" if sample.line is not None else f"pk {sample.pk!r}"
+        if sample.field:
+            where += f", field {sample.field}"
+        reason = sample.error.splitlines()[0] if sample.error else ""
+        console.print(Text(f"  {where}: {reason}"), soft_wrap=True)
+    rest = report.rejected - len(shown)
+    if report.rejects_file:
+        more = f"and {rest:,} more " if rest > 0 else "all "
+        console.print(Text(f"{more}in {report.rejects_file}"), soft_wrap=True)
+    elif rest > 0:
+        console.print(
+            Text(f"and {rest:,} more (write them all to a file with --rejects FILE)"),
+            soft_wrap=True,
+        )
+
+
+def _render_errors(report: Report, console: Console) -> None:
+    """Each distinct error once, with one traceback; the other chunks as a count."""
+    for group in group_errors(report.errors):
+        first, others = group.chunks[0], group.chunks[1:]
+        line = Text(f"chunk {first.chunk} ({first.label}) failed: ", style="red")
+        line.append(first.error, style="")
+        console.print(line, soft_wrap=True)
+        if first.traceback:
+            console.print(Text(first.traceback.rstrip(), style="dim"), soft_wrap=True)
+        if others:
+            labels = ", ".join(f"{e.chunk} ({e.label})" for e in others[:_LABELS_SHOWN])
+            if len(others) > _LABELS_SHOWN:
+                labels += ", …"
+            plural = "chunk" if len(others) == 1 else "chunks"
+            console.print(
+                Text(
+                    f"and {len(others):,} more {plural} failed with the same error: {labels}",
+                    style="red",
+                ),
+                soft_wrap=True,
+            )
+
+
 def render_report(report: Report, console: Console) -> None:
-    """Print the human form of a report: counts, timing, failures, notes."""
+    """Print the human form of a report: counts, timing, rejects, failures, notes."""
     title = f"bulkpar {report.operation} {report.model}"
     if report.dry_run:
         title += " — DRY RUN, nothing was written"
     if report.interrupted:
         title += " — INTERRUPTED"
-    elif not report.ok:
+    elif report.failed_chunks or report.stopped or not report.reconciles:
         title += " — FAILED"
-    table = Table(title=title, show_header=False, title_justify="left", box=None)
+    elif not report.rejects_allowed:
+        title += f" — {report.rejected:,} {noun(report, report.rejected).upper()} REJECTED"
+    table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    if report.operation == "save":
-        rows: list[tuple[str, str]] = [
-            ("records read" if report.input_rows is not None else "objects selected",
-             _count(report.input_rows if report.input_rows is not None else report.matched)),
-            ("objects saved", _count(report.written)),
-            ("  of which created / updated", f"{report.created:,} / {report.updated:,}"),
-            ("objects rejected", _count(report.rejected)),
-        ]  # fmt: skip
-        if report.skipped:
-            rows.append(("objects skipped by the function", _count(report.skipped)))
-    elif report.input_rows is not None:
-        rows = [("records read", _count(report.input_rows))]
-        rows += [
-            (f"rows {name}", _count(getattr(report, name)))
-            for name in ("created", "updated", "unchanged", "skipped")
-            if getattr(report, name) or name in ("created", "updated")
-        ]
-        rows.append(("records rejected", _count(report.rejected)))
-        if report.duplicates:
-            rows.append(("duplicate keys in input (last one won)", _count(report.duplicates)))
-    else:
-        rows = [("rows matched", _count(report.matched))]
-    if report.operation == "update":
-        rows += [
-            ("rows written", _count(report.written)),
-            ("rows unchanged", _count(report.unchanged)),
-        ]
-        if report.skipped:
-            rows.append(("rows skipped by the function", _count(report.skipped)))
-    if report.failed_rows:
-        rows.append(("rows in failed chunks (rolled back)", _count(report.failed_rows)))
-    if report.not_attempted:
-        rows.append(("rows not attempted", _count(report.not_attempted)))
+    rows = _count_rows(report)
     rows += [
         ("chunks done / failed", f"{report.chunks:,} / {report.failed_chunks:,}"),
         ("wall seconds", f"{report.seconds:.2f} (pool start-up {report.startup_seconds:.2f})"),
@@ -168,22 +279,13 @@ def render_report(report: Report, console: Console) -> None:
         )  # fmt: skip
     for label, value in rows:
         table.add_row(label, value)
+    console.print(Text(title, style="bold"), soft_wrap=True)  # whole, however wide the table
     console.print(table)
-    for error in report.errors:
-        console.print(f"[red]chunk {error.chunk} ({error.label}) failed:[/red] {error.error}")
-        if error.traceback:
-            console.print(Text(error.traceback.rstrip(), style="dim"))
-    if report.input_rows is not None and report.operation != "save":
-        parts = [
-            f"{name} {getattr(report, name):,}"
-            for name in ("created", "updated", "unchanged", "skipped", "rejected", "duplicates")
-        ] + [f"failed {report.failed_rows:,}"]
-        mark = "[green]✓[/green]" if report.reconciles else "[red]✗ does not add up[/red]"
-        console.print(f"records read {report.input_rows:,} = {' + '.join(parts)} {mark}")
-    if report.rejects_file and report.rejected:
-        console.print(f"rejected records written to {report.rejects_file}")
+    console.print(_reconciliation_line(report), soft_wrap=True)
+    _render_rejects(report, console)
+    _render_errors(report, console)
     if report.stopped:
-        console.print(f"[red]stopped:[/red] {report.stopped}")
+        console.print(Text.assemble(("stopped: ", "red"), report.stopped))
     if report.interrupted and report.checkpoint:
         console.print(
             f"run the same command again to resume from the checkpoint {report.checkpoint}"

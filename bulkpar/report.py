@@ -3,15 +3,20 @@
 Both are plain data: workers return ChunkResults across the process
 boundary, the runner folds them into a Report, and the CLI renders it. The
 counts always reconcile: every selected or input row is written, unchanged,
-skipped, rejected, or lies in a failed or not-attempted chunk.
+skipped, rejected, or lies in a failed or not-attempted chunk (see
+:meth:`Report.reconciliation` for the equation of each operation).
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+#: How many rejected records a report keeps as examples (the reject file has them all).
+REJECT_SAMPLES = 5
 
 #: Row counters a chunk and a report both carry.
 COUNTERS = (
@@ -92,6 +97,58 @@ class ChunkError:
 
 
 @dataclass(frozen=True)
+class RejectSample:
+    """One rejected row or record, as the report shows it (the first few of a run).
+
+    Attributes:
+        chunk: the chunk it belonged to.
+        line: its line (or item) number in the input; None for rows selected
+            from the database.
+        pk: its primary key, for rows selected from the database (updates,
+            saves of a queryset); None for input records.
+        field: the field whose value was refused, when one field is to blame.
+        error: ``"ExceptionClass: message"`` or the conversion's message.
+    """
+
+    chunk: int
+    line: int | None
+    pk: Any
+    field: str | None
+    error: str
+
+
+@dataclass(frozen=True)
+class ErrorGroup:
+    """Failed chunks that failed with the same error, for a short human report.
+
+    Attributes:
+        error: the first line of the error, without the blamed row.
+        chunks: the failed chunks, in plan order; the first one's traceback is
+            the one shown.
+    """
+
+    error: str
+    chunks: tuple[ChunkError, ...]
+
+
+def group_errors(errors: Iterable[ChunkError]) -> list[ErrorGroup]:
+    """Group failed chunks by their error message (first line, blamed row left out).
+
+    Four chunks that hit the same constraint are one error said once, not four
+    tracebacks.
+    """
+    groups: dict[str, list[ChunkError]] = {}
+    for error in errors:
+        groups.setdefault(_error_key(error.error), []).append(error)
+    return [ErrorGroup(key, tuple(chunks)) for key, chunks in groups.items()]
+
+
+def _error_key(error: str) -> str:
+    first = error.splitlines()[0] if error else ""
+    return re.sub(r" \(row pk=.*\)$", "", first)
+
+
+@dataclass(frozen=True)
 class Report:
     """What a bulkpar run did, returned by every API call and rendered by the CLI.
 
@@ -102,10 +159,14 @@ class Report:
         vendor: the database vendor (``postgresql``, ``mysql``, ``sqlite``).
         method: the writer used (``"sql"``, ``"bulk_update"``, …).
         matched: rows selected (updates) when the run was planned.
-        written, unchanged, skipped, created, updated, rejected: committed row counts.
+        written: rows written: changed by an update, created + updated by a
+            load, saved by a save.
+        unchanged, skipped, created, updated, rejected: committed row counts.
         duplicates: input records superseded by a later one with the same key.
         input_rows: records read from the input (loads; None for updates).
         failed_rows: rows inside chunks that failed and were rolled back.
+        not_attempted: selected rows or records read that no chunk ran
+            (after an abort, an interrupt or a stop).
         chunks: chunks completed successfully.
         failed_chunks: chunks rolled back.
         planned_chunks: chunks started (completed + failed).
@@ -126,6 +187,10 @@ class Report:
             had committed, skipped thanks to the checkpoint.
         checkpoint: the checkpoint journal in use.
         rejects_file: where rejected records were written.
+        max_rejects: rejections the caller allowed (None: none allowed, but
+            the run goes on and reports them).
+        reject_samples: the first rejected rows or records (at most
+            :data:`REJECT_SAMPLES`), in plan order; ``rejects_file`` has all.
         errors: the failed chunks, with worker tracebacks.
         notes: things the user should know about this run (e.g. SQLite serialises writers).
     """
@@ -145,6 +210,7 @@ class Report:
     duplicates: int = 0
     input_rows: int | None = None
     failed_rows: int = 0
+    not_attempted: int = 0
     chunks: int = 0
     failed_chunks: int = 0
     planned_chunks: int = 0
@@ -166,40 +232,82 @@ class Report:
     resumed_rows: int = 0
     checkpoint: str | None = None
     rejects_file: str | None = None
+    max_rejects: int | None = None
+    reject_samples: tuple[RejectSample, ...] = ()
     errors: tuple[ChunkError, ...] = ()
     notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when every chunk committed and the run neither stopped nor was interrupted."""
-        return self.failed_chunks == 0 and not self.interrupted and self.stopped is None
+        """True when every record is accounted for and nothing was rejected beyond what was allowed.
+
+        That is: every chunk committed, the run was neither interrupted nor
+        stopped, the counts reconcile, and the records rejected (if any) are
+        within ``max_rejects``. The CLI exits 0 exactly when this holds.
+        """
+        return (
+            self.failed_chunks == 0
+            and not self.interrupted
+            and self.stopped is None
+            and self.rejects_allowed
+            and self.reconciles
+        )
 
     @property
-    def not_attempted(self) -> int:
-        """Selected rows that no chunk reached (after an abort or interrupt)."""
-        if self.input_rows is not None:
-            return 0
-        done = self.written + self.unchanged + self.skipped + self.failed_rows
-        return max(self.matched - done, 0)
+    def rejects_allowed(self) -> bool:
+        """True when nothing was rejected, or no more than ``max_rejects``."""
+        return self.rejected == 0 or (
+            self.max_rejects is not None and self.rejected <= self.max_rejects
+        )
+
+    @property
+    def total(self) -> int:
+        """What the reconciliation accounts for: records read (inputs) or rows selected."""
+        return self.input_rows if self.input_rows is not None else self.matched
+
+    def reconciliation(self) -> list[tuple[str, int]]:
+        """The terms that add up to :attr:`total`, by operation.
+
+        * update: ``matched = written + unchanged + skipped + rejected +
+          failed_rows + not_attempted``
+        * create, upsert: ``input_rows = created + updated + unchanged +
+          skipped + rejected + duplicates + failed_rows + not_attempted``
+        * save: ``input_rows`` (or ``matched``) ``= saved + skipped + rejected
+          + failed_rows + not_attempted``
+        """
+        if self.operation == "update":
+            names = ["written", "unchanged", "skipped", "rejected"]
+        elif self.operation == "save":
+            names = ["written", "skipped", "rejected"]
+        else:
+            names = ["created", "updated", "unchanged", "skipped", "rejected", "duplicates"]
+        terms = [(name, int(getattr(self, name))) for name in names]
+        return [*terms, ("failed_rows", self.failed_rows), ("not_attempted", self.not_attempted)]
 
     @property
     def reconciles(self) -> bool:
-        """True when every input record is accounted for exactly once."""
-        if self.input_rows is None:
-            return True
-        accounted = (
-            self.created + self.updated + self.unchanged + self.skipped + self.rejected
-            + self.duplicates + self.failed_rows
-        )  # fmt: skip
-        return accounted == self.input_rows
+        """True when every row is accounted for exactly once and no count is negative.
+
+        The terms of :meth:`reconciliation` add up to :attr:`total`; loads and
+        saves also have ``written == created + updated``.
+        """
+        terms = self.reconciliation()
+        counts = [value for _, value in terms]
+        counts += [self.total, self.created, self.updated, self.duplicates]
+        if any(value < 0 for value in counts):
+            return False
+        if self.operation != "update" and self.written != self.created + self.updated:
+            return False
+        return sum(value for _, value in terms) == self.total
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (the CLI's ``--json`` output)."""
         data = asdict(self)
         data["errors"] = [asdict(e) for e in self.errors]
+        data["reject_samples"] = [asdict(r) for r in self.reject_samples]
         data["notes"] = list(self.notes)
         data["ok"] = self.ok
-        data["not_attempted"] = self.not_attempted
+        data["rejects_allowed"] = self.rejects_allowed
         data["reconciles"] = self.reconciles
         if self.operation == "save":
             data["saved"] = self.written
@@ -239,7 +347,9 @@ def build_report(
         seconds: wall time of the run.
         matched: rows selected at planning time; defaults to the rows the
             chunks saw.
-        **context: the remaining Report fields (workers, executor, notes …).
+        **context: the remaining Report fields (workers, executor, notes …);
+            with ``input_rows`` (records read, loads and saves of an input),
+            records in no result are ``not_attempted``.
     """
     done = [r for r in results]
     ok = [r for r in done if not r.failed]
@@ -254,11 +364,23 @@ def build_report(
         for phase, value in result.phases.items():
             phases[phase] = round(phases.get(phase, 0.0) + value, 6)
     totals.pop("matched")
+    if operation != "update":
+        # loads count created and updated rows; saves already report written
+        totals["written"] = totals["created"] + totals["updated"]
+    input_rows = context.get("input_rows")
+    total = input_rows if input_rows is not None else matched
+    samples = sorted(
+        ((r.index, position, reject)
+         for r in ok
+         for position, reject in enumerate(r.rejects[:REJECT_SAMPLES])),
+        key=lambda sample: sample[:2],
+    )[:REJECT_SAMPLES]  # fmt: skip
     return Report(
         operation=operation,
         model=model,
         matched=matched,
         failed_rows=failed_rows,
+        not_attempted=max(total - sum(r.rows for r in done), 0),
         chunks=len(ok),
         failed_chunks=len(bad),
         planned_chunks=len(done),
@@ -273,6 +395,14 @@ def build_report(
             )
             for r in sorted(bad, key=lambda r: r.index)
         ),
+        reject_samples=tuple(_sample(index, reject) for index, _, reject in samples),
         **totals,
         **context,
+    )
+
+
+def _sample(chunk: int, reject: Any) -> RejectSample:
+    pk = reject.row.get("pk") if reject.line is None and isinstance(reject.row, dict) else None
+    return RejectSample(
+        chunk=chunk, line=reject.line, pk=pk, field=reject.field, error=str(reject.error)
     )

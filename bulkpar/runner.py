@@ -184,6 +184,7 @@ def run(
         resumed_rows=sum(d.rows for d in resumed),
         checkpoint=plan.checkpoint.path if plan.checkpoint is not None else None,
         rejects_file=options.rejects,
+        max_rejects=options.max_rejects,
         notes=notes,
     )
 

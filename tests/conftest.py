@@ -295,6 +295,46 @@ def load_method(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _equation(report: Any) -> str:
+    """``total = a + b + …`` of a report, for assertion messages."""
+    return f"{report.total} = " + " + ".join(f"{n} {v}" for n, v in report.reconciliation())
+
+
+@pytest.fixture(autouse=True)
+def _every_report_reconciles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every report an in-process run builds must reconcile (see ``Report.reconciliation``).
+
+    The runner folds its chunk results with ``build_report``; wrapping it here
+    checks the documented equation on every report the suite produces,
+    whatever the test itself asserts. (CLI runs are checked by ``run_cli``.)
+    """
+    import bulkpar.runner
+    from bulkpar.report import build_report
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        report = build_report(*args, **kwargs)
+        assert report.reconciles, f"the report does not add up: {_equation(report)}"
+        return report
+
+    monkeypatch.setattr(bulkpar.runner, "build_report", checked)
+
+
+def _check_cli_report(stdout: str) -> None:
+    """A ``--json`` report printed by the CLI must reconcile; a human one must show ✓."""
+    import json
+
+    assert "does not add up" not in stdout, stdout
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        return
+    if isinstance(data, dict) and "reconciles" in data:
+        assert data["reconciles"] is True, f"the CLI report does not add up: {stdout}"
+        counts = {k: v for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool)}
+        negative = {k: v for k, v in counts.items() if v < 0}
+        assert not negative, f"negative counts in the CLI report: {negative}"
+
+
 @pytest.fixture(scope="session")
 def backend() -> str:
     """The Django vendor string of the database in use: sqlite, postgresql or mysql."""
@@ -320,7 +360,9 @@ def run_cli() -> RunCli:
     It runs ``python -m bulkpar *args`` from the repository root with the
     current environment (which already points at this run's database) plus
     ``env``, captures stdout/stderr as text and returns the
-    ``CompletedProcess`` without checking the exit code. The CLI runs in its own
+    ``CompletedProcess`` without checking the exit code, but with the report
+    checked: a ``--json`` report must reconcile (and a human one must not say
+    "does not add up"), as every in-process report must. The CLI runs in its own
     process group; on timeout (``subprocess.TimeoutExpired`` is re-raised) or
     interruption the whole group, worker processes included, is killed.
     """
@@ -349,6 +391,7 @@ def run_cli() -> RunCli:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise
+        _check_cli_report(stdout)
         return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
     return _run

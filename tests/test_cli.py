@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 import pytest
+from click.testing import CliRunner
 from django.db.models import F
 from testproject.testapp.models import Person
 
@@ -67,7 +69,12 @@ def test_func_through_the_cli_with_a_human_report(people, run_cli):
         "update", *MODEL, "--func", f"{T}:bump_score", "--chunk", "7", "--workers", "2"
     )
     assert result.returncode == 0, result.stderr
-    assert "rows written" in result.stdout and "30" in result.stdout
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert lines[0] == "bulkpar update testapp.Person"
+    assert re.fullmatch(r"rows matched\s+30", lines[1])
+    assert re.fullmatch(r"rows written\s+30", lines[2])
+    assert re.fullmatch(r"rows unchanged\s+0", lines[3])
+    assert "rows matched 30 = written 30 ✓" in lines
     assert "p50" in result.stdout
     assert "\r" not in result.stderr  # no progress bar when stderr is not a terminal
     assert Person.objects.filter(score=F("id")).count() == 30
@@ -200,10 +207,29 @@ def test_traceback_flag_shows_the_traceback(db, run_cli):
     assert "Traceback" in result.stderr and "ModuleNotFoundError" in result.stderr
 
 
-def test_every_command_has_help(run_cli):
-    for name, command in cli.commands.items():
-        assert command.help, f"bulkpar {name} has no help text"
-        assert isinstance(command, click.Command)
+def _commands(group: click.Group, path: tuple[str, ...] = ()):
+    """Every command and subcommand of ``group``, with the words that invoke it."""
+    for name, command in sorted(group.commands.items()):
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+COMMANDS = list(_commands(cli))
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_has_help(path, command):
+    assert command.help and command.help.strip(), f"bulkpar {' '.join(path)} has no help text"
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: cli {' '.join(path)} ")
+    assert command.help.strip().splitlines()[0] in result.output
+    short = CliRunner().invoke(cli, [*path, "-h"])
+    assert short.exit_code == 0 and short.output == result.output
+
+
+def test_the_executable_prints_help(run_cli):
     result = run_cli("update", "-h")
     assert result.returncode == 0 and "--func" in result.stdout and "--set" in result.stdout
 

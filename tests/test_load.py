@@ -283,6 +283,8 @@ def test_bad_rows_are_rejected_and_their_chunk_still_written(db, tmp_path, run_c
         "--rejects",
         rejects,
         "--ignore-unknown",
+        "--max-rejects",
+        "2",
         "--json",
     )
     assert result.returncode == 0, result.stderr

@@ -125,7 +125,9 @@ def test_a_raising_signal_rejects_only_its_object(db, tmp_path, run_cli, transac
         rejects,
         "--json",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1  # a rejected object is not a success unless --max-rejects
+    expected = f"Error: 1 object rejected; see {rejects}, or allow them with --max-rejects 1"
+    assert expected in result.stderr.splitlines()
     report = json.loads(result.stdout)
     assert (report["saved"], report["rejected"], report["input_rows"]) == (22, 1, 23)
     assert report["reconciles"]

@@ -310,7 +310,8 @@ def test_a_method_the_backend_cannot_run_is_a_clear_error(people, backend):
         bulkpar.upsert(Person, [{"username": "user0"}], unique="username", method="django")
 
 
-def test_auto_picks_values_for_small_chunks_and_copy_for_large_on_postgresql(db):
+def test_auto_method_resolves_by_backend_and_chunk_size(db):
+    """Pure resolution logic (no database is written): the writer auto picks."""
     from django.db import connection
 
     from bulkpar.writers import COPY_MIN_ROWS, COPY_OR_VALUES, make_writer, resolve_method
@@ -326,7 +327,8 @@ def test_auto_picks_values_for_small_chunks_and_copy_for_large_on_postgresql(db)
     assert isinstance(small, ValuesWriter) and isinstance(large, PostgresCopyWriter)
 
 
-def test_auto_on_postgresql_writes_large_chunks_correctly(people, backend):
+def test_auto_writes_large_chunks_correctly_on_each_backend(people, backend):
+    # on PostgreSQL these chunks are above COPY_MIN_ROWS: auto writes them with COPY
     people(1200)
     report = bulkpar.update(Person, func=f"{T}:bump_score", chunk=600, workers=2)
     expected = "copy/values" if backend == "postgresql" else "values"

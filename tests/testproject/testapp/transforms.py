@@ -211,3 +211,10 @@ def bump_and_interrupt_twice(obj: Person) -> None:
         os.kill(os.getpgid(0), signal.SIGINT)
         os.kill(os.getpgid(0), signal.SIGTERM)
         time.sleep(120)  # stuck until bulkpar kills this worker
+
+
+def fail_on_pk_ending_in_5(obj: Person) -> None:
+    """Raise the same error for every pk ending in 5 (one row in each chunk of 10)."""
+    if obj.pk % 10 == 5:
+        raise ValueError("pk ends in 5")
+    obj.score += 1

@@ -14,8 +14,10 @@ from typing import Any
 from bulkpar import arguments
 from bulkpar.django_setup import check_database, import_callable, model_label
 from bulkpar.errors import UsageError
+from bulkpar.job import RunOptions
 from bulkpar.lookups import check_assignment, get_concrete_field
 from bulkpar.operations.update import UpdateJob
+from bulkpar.partitions import KeyPartitioner, partition_count
 from bulkpar.report import Report
 from bulkpar.runner import Plan, ProgressSink, run
 
@@ -301,13 +303,19 @@ def _load(
         writer=arguments.writer(method, alias, "create-ignore" if ignore_conflicts else operation),
         validate=validate,
     )
+    # a key meets itself in input order: upserts by their unique key, creates by the key
+    # their chunks are sorted by (with ignore_conflicts the first record wins)
+    partition = _partitioner(model, columns, unique_names or sort, options, alias)
     journal = arguments.open_checkpoint(
-        checkpoint, arguments.load_description(job, source, chunk), dry_run, source.name
+        checkpoint,
+        _partitioned(arguments.load_description(job, source, chunk), partition),
+        dry_run,
+        source.name,
     )
     stream = itertools.chain([first] if first is not None else [], records)
     sized = len(rows) if hasattr(rows, "__len__") and not isinstance(rows, str) else None
     plan = Plan(
-        chunks=plan_batches(stream, chunk, source.bytes_read),
+        chunks=plan_batches(stream, chunk, source.bytes_read, partition=partition),
         total=source.total_bytes if source.total_bytes is not None else sized,
         unit="bytes" if source.total_bytes is not None else "rows",
         counts_input=True,
@@ -320,6 +328,27 @@ def _load(
         arguments.target(options, alias),
         progress=arguments.progress_sink(progress),
     )
+
+
+def _partitioner(
+    model: Any, columns: Any, key: tuple[str, ...], options: RunOptions, alias: str
+) -> KeyPartitioner | None:
+    """Routes records by ``key`` so each key's records run in input order (None: no key)."""
+    from django.db import connections
+
+    if not key:
+        return None
+    workers = 1 if options.executor == "serial" else options.workers
+    return KeyPartitioner(
+        model, columns, key, partition_count(workers), vendor=connections[alias].vendor
+    )
+
+
+def _partitioned(description: dict[str, Any], partition: KeyPartitioner | None) -> dict[str, Any]:
+    """A load's checkpoint fingerprint: the partition count decides what each chunk holds."""
+    if partition is None:
+        return description
+    return {**description, "partitions": partition.partitions}
 
 
 def create(
@@ -358,7 +387,8 @@ def create(
 
     Args:
         ignore_conflicts: skip records whose unique key already exists, and
-            count them (``report.skipped``), instead of failing the chunk.
+            count them (``report.skipped``), instead of failing the chunk. Of
+            several records with one key the first in the input wins.
         format: ``csv``, ``jsonl`` or ``json`` (default: from the file name).
         delimiter: the CSV field separator (default ``,``; ``"tab"`` or
             ``"\\t"`` for tab-separated files); only for CSV paths and stdin.
@@ -444,8 +474,11 @@ def upsert(
     so parallel workers and concurrent runs never raise IntegrityError or lose
     an update. Existing rows whose values are already equal are not rewritten.
     ``auto_now`` fields are refreshed on created and updated rows,
-    ``auto_now_add`` fields only set on created rows. Duplicate keys within a
-    chunk: the last record wins and the others are counted as duplicates.
+    ``auto_now_add`` fields only set on created rows. When a key appears
+    several times the last record in the input wins, as in a serial loop
+    (records are routed to partitions by their key, and a partition's chunks
+    run in input order); the others count as duplicates within a chunk, as
+    updated or unchanged across chunks.
 
     Args:
         unique: the fields identifying a row; a unique constraint must cover
@@ -602,15 +635,16 @@ def save(
             model=model_label(model), database=alias, columns=columns, match=match_names,
             transaction=transaction, validate=validate,
         )  # fmt: skip
+        partition = _partitioner(model, columns, match_names, options, alias)
         journal = arguments.open_checkpoint(
             checkpoint,
-            arguments.load_description(job, input_source, chunk),
+            _partitioned(arguments.load_description(job, input_source, chunk), partition),
             dry_run,
             input_source.name,
         )
         stream = itertools.chain([first] if first is not None else [], records)
         plan = Plan(
-            chunks=plan_batches(stream, chunk, input_source.bytes_read),
+            chunks=plan_batches(stream, chunk, input_source.bytes_read, partition=partition),
             total=input_source.total_bytes,
             unit="bytes" if input_source.total_bytes is not None else "rows",
             counts_input=True,

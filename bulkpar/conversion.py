@@ -175,6 +175,9 @@ def plan_columns(
         ignore_unknown=ignore_unknown,
         text_cells=text_cells,
     )
+    if const_pairs:
+        RowConverter(model, plan, require=False)  # a bad --const fails here, before any write
+    return plan
 
 
 def is_database_filled(field: Any) -> bool:
@@ -199,9 +202,6 @@ def _is_automatic(field: Any) -> bool:
         or getattr(field, "auto_now", False)
         or getattr(field, "auto_now_add", False)
     )
-    if const_pairs:
-        RowConverter(model, plan, require=False)  # a bad --const fails here, before any write
-    return plan
 
 
 def required_fields(model: type[Any]) -> list[Any]:

@@ -57,6 +57,9 @@ class ChunkResult:
         traceback: the worker-side traceback when the chunk failed.
         row: the key of the row that raised, when one row can be blamed.
         worker: process id of the worker that ran the chunk.
+        inexact: the created/updated/unchanged split is an estimate: another
+            writer changed the chunk's keys while it ran (MariaDB/MySQL and
+            SQLite count existing keys before writing).
     """
 
     index: int
@@ -78,6 +81,7 @@ class ChunkResult:
     traceback: str | None = None
     row: Any = None
     worker: int | None = None
+    inexact: bool = False
 
     @property
     def failed(self) -> bool:

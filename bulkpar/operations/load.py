@@ -25,16 +25,23 @@ from bulkpar.conversion import (
     validate_instance,
 )
 from bulkpar.errors import UsageError
+from bulkpar.partitions import KeyPartitioner, collation_key
 from bulkpar.sources import Record
 
 
 @dataclass(frozen=True)
 class RowBatch:
-    """A chunk of input records (plain values) and where it ends in the input."""
+    """A chunk of input records (plain values) and where it ends in the input.
+
+    ``partition`` is the key partition its records were routed to (see
+    :mod:`bulkpar.partitions`): the runner runs a partition's chunks one at a
+    time, in ``index`` order. None: the chunk may run alongside any other.
+    """
 
     index: int
     records: tuple[Record, ...]
     position: int | None = None
+    partition: int | None = None
 
     @property
     def size(self) -> int:
@@ -46,23 +53,51 @@ class RowBatch:
         """Human description, e.g. ``lines 2-1001``."""
         if not self.records:
             return "no records"
-        return f"lines {self.records[0].line}-{self.records[-1].line}"
+        lines = f"lines {self.records[0].line}-{self.records[-1].line}"
+        return lines if self.partition is None else f"{lines} of partition {self.partition}"
 
 
 def plan_batches(
-    records: Iterable[Record], chunk: int, position: Callable[[], int | None] = lambda: None
+    records: Iterable[Record],
+    chunk: int,
+    position: Callable[[], int | None] = lambda: None,
+    *,
+    partition: KeyPartitioner | None = None,
 ) -> Iterator[RowBatch]:
-    """Cut a stream of records into batches of ``chunk``, lazily."""
-    batch: list[Record] = []
+    """Cut a stream of records into batches of ``chunk``, lazily.
+
+    With ``partition``, every record goes to its key's partition; a partition
+    is cut into a batch each time it holds ``chunk`` records, and what is left
+    when the input ends follows in partition order. Indexes count the batches
+    in the order they are cut, so the same input is always the same batches.
+    At most ``partitions × chunk`` records are held.
+    """
+    if partition is None:
+        batch: list[Record] = []
+        index = 0
+        for record in records:
+            batch.append(record)
+            if len(batch) == chunk:
+                yield RowBatch(index, tuple(batch), position())
+                index += 1
+                batch = []
+        if batch:
+            yield RowBatch(index, tuple(batch), position())
+        return
+    buffers: list[list[Record]] = [[] for _ in range(partition.partitions)]
     index = 0
     for record in records:
-        batch.append(record)
-        if len(batch) == chunk:
-            yield RowBatch(index, tuple(batch), position())
+        number = partition(record)
+        buffer = buffers[number]
+        buffer.append(record)
+        if len(buffer) == chunk:
+            yield RowBatch(index, tuple(buffer), position(), number)
             index += 1
-            batch = []
-    if batch:
-        yield RowBatch(index, tuple(batch), position())
+            buffers[number] = []
+    for number, buffer in enumerate(buffers):
+        if buffer:
+            yield RowBatch(index, tuple(buffer), position(), number)
+            index += 1
 
 
 def split_batch(chunk: RowBatch) -> list[RowBatch] | None:
@@ -71,8 +106,8 @@ def split_batch(chunk: RowBatch) -> list[RowBatch] | None:
         return None
     middle = chunk.size // 2
     return [
-        RowBatch(chunk.index, chunk.records[:middle], chunk.position),
-        RowBatch(chunk.index, chunk.records[middle:], chunk.position),
+        RowBatch(chunk.index, chunk.records[:middle], chunk.position, chunk.partition),
+        RowBatch(chunk.index, chunk.records[middle:], chunk.position, chunk.partition),
     ]
 
 
@@ -177,11 +212,21 @@ class LoadJob:
         if self.unique:
             by_key: dict[tuple[Any, ...], Any] = {}
             key_fields = [meta.get_field(n).attname for n in self.unique]
-            for obj in objs:  # last one wins
-                by_key[tuple(getattr(obj, a) for a in key_fields)] = obj
+            for obj in objs:  # last one wins, and takes the place of the last one
+                key = tuple(getattr(obj, a) for a in key_fields)
+                by_key.pop(key, None)
+                by_key[key] = obj
             duplicates = len(objs) - len(by_key)
-            # sorting rows greatly reduces the chance of deadlock between workers
-            objs = [by_key[k] for k in sorted(by_key, key=_sort_key)]
+            # sorting rows greatly reduces the chance of deadlock between workers; the
+            # sort is stable and by the key as the database compares it, so keys that
+            # differ here but name one row (MariaDB: 'a', 'A ') stay in input order
+            vendor = connections[self.database].vendor
+            objs = [
+                by_key[k]
+                for k in sorted(
+                    by_key, key=lambda k: _sort_key(tuple(collation_key(v, vendor) for v in k))
+                )
+            ]
         elif self.sort:
             attnames = [meta.get_field(n).attname for n in self.sort]
             objs.sort(key=lambda o: _sort_key(tuple(getattr(o, a) for a in attnames)))
@@ -202,7 +247,9 @@ class LoadJob:
                 ignore_conflicts=self.ignore_conflicts,
             )
         phases["write"] = time.perf_counter() - converted
+        inexact = {"inexact": True} if counts.inexact else {}
         return {
+            **inexact,
             "rows": chunk.size,
             "created": counts.created,
             "updated": counts.updated,

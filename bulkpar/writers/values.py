@@ -42,6 +42,26 @@ class InsertCounts:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    inexact: bool = False
+
+
+def split_upsert_counts(rows: int, existing: int, updated: int) -> InsertCounts:
+    """Created / updated / unchanged of an upsert of ``rows`` distinct keys (MariaDB/MySQL).
+
+    ``updated`` comes from the statement's own row count and is exact;
+    ``existing`` is the locking count of the keys taken just before it. Under
+    READ COMMITTED that count locks no gaps, so a key another writer inserts
+    in between is missing from it: ``existing`` can then be below
+    ``updated``. The split is clamped so that no count is negative and they
+    still add up to ``rows``, and marked ``inexact``.
+    """
+    clamped = min(max(existing, updated), rows)
+    return InsertCounts(
+        created=rows - clamped,
+        updated=min(updated, rows),
+        unchanged=clamped - min(updated, rows),
+        inexact=clamped != existing or updated > rows,
+    )
 
 
 class ValuesWriter:
@@ -379,15 +399,19 @@ class _InsertStatement:
         # columns are decided first, against the row's old values.
         sets = [f"{c} = IF({same}, {c}, VALUES({c}))" for c in self._quoted(self.auto_now)]
         sets += [f"{c} = VALUES({c})" for c in compared]
-        created = updated = existing_total = 0
+        created = updated = unchanged = 0
+        inexact = False
         with self.connection.cursor() as cursor:
             for batch in self.batches(objs):
                 existing = self._count_existing(cursor, batch, lock=True)
                 sql = f"{self._insert_sql(len(batch))} ON DUPLICATE KEY UPDATE {', '.join(sets)}"
                 cursor.execute(sql, self._params(batch))
                 # CLIENT_FOUND_ROWS: 1 per inserted or unchanged row, 2 per updated row.
-                batch_updated = max(cursor.rowcount - len(batch), 0)
-                created += len(batch) - existing
-                updated += batch_updated
-                existing_total += existing
-        return InsertCounts(created, updated, existing_total - updated)
+                counts = split_upsert_counts(
+                    len(batch), existing, max(cursor.rowcount - len(batch), 0)
+                )
+                created += counts.created
+                updated += counts.updated
+                unchanged += counts.unchanged
+                inexact = inexact or counts.inexact
+        return InsertCounts(created, updated, unchanged, inexact=inexact)

@@ -124,6 +124,7 @@ def test_a_resume_verifies_the_skipped_chunks_and_writes_the_rest(db, tmp_path):
     assert second.resumed_chunks == first.chunks  # the committed ones
     assert second.resumed_rows == committed
     assert second.created == 12 - committed == second.input_rows
+    assert second.reconciles
     assert sorted(Person.objects.values_list("score", flat=True)) == list(range(12))
 
 
@@ -144,6 +145,7 @@ def test_a_change_in_a_later_skipped_chunk_stops_the_resume(db, tmp_path):
         "committed it; the input changed — use a new checkpoint file"
     )
     assert second.created == 3  # chunk 1, read before chunk 2, was this run's to write
+    assert second.reconciles and second.resumed_rows == 9
     assert Person.objects.get(username="u7").score == 7
     assert Person.objects.count() == 12
 

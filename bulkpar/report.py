@@ -194,7 +194,7 @@ class Report:
         max_rejects: rejections the caller allowed (None: none allowed, but
             the run goes on and reports them).
         reject_samples: the first rejected rows or records (at most
-            :data:`REJECT_SAMPLES`), in plan order; ``rejects_file`` has all.
+            :data:`REJECT_SAMPLES`), in input order; ``rejects_file`` has all.
         errors: the failed chunks, with worker tracebacks.
         notes: things the user should know about this run (e.g. SQLite serialises writers).
     """
@@ -377,7 +377,9 @@ def build_report(
         ((r.index, position, reject)
          for r in ok
          for position, reject in enumerate(r.rejects[:REJECT_SAMPLES])),
-        key=lambda sample: sample[:2],
+        # input order: records by their line (a partition's chunks interleave with
+        # others'), rows of an update by chunk
+        key=lambda s: (s[2].line is None, s[2].line or 0, s[0], s[1]),
     )[:REJECT_SAMPLES]  # fmt: skip
     return Report(
         operation=operation,

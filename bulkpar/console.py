@@ -180,7 +180,9 @@ def _reconciliation_line(report: Report) -> Text:
         if value or name in always
     ]
     line = Text(f"{_total_label(report)} {report.total:,} = {' + '.join(parts)} ")
-    if report.reconciles:
+    if report.reconciles and report.inexact:
+        line.append("≈ (the split is estimated: see the notes)", style="yellow")
+    elif report.reconciles:
         line.append("✓", style="green")
     else:
         line.append("✗ does not add up", style="red")

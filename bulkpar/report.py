@@ -196,6 +196,9 @@ class Report:
         reject_samples: the first rejected rows or records (at most
             :data:`REJECT_SAMPLES`), in input order; ``rejects_file`` has all.
         errors: the failed chunks, with worker tracebacks.
+        inexact: the created/updated/unchanged split of some chunk is an
+            estimate (MariaDB, another writer on the same keys); the totals
+            still add up, the split may not be exact.
         notes: things the user should know about this run (e.g. SQLite serialises writers).
     """
 
@@ -240,6 +243,7 @@ class Report:
     reject_samples: tuple[RejectSample, ...] = ()
     errors: tuple[ChunkError, ...] = ()
     notes: tuple[str, ...] = ()
+    inexact: bool = False
 
     @property
     def ok(self) -> bool:

@@ -166,7 +166,8 @@ def run(
             progress.close()
         if plan.checkpoint is not None:
             plan.checkpoint.close()
-    if any(r.inexact for r in scheduler.results):
+    inexact = any(r.inexact for r in scheduler.results)
+    if inexact:
         notes = (*notes, INEXACT_NOTE)
     if vendor == "sqlite" and workers > 1:
         notes = (
@@ -200,6 +201,7 @@ def run(
         rejects_file=options.rejects,
         max_rejects=options.max_rejects,
         notes=notes,
+        inexact=inexact,
     )
 
 

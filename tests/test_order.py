@@ -221,6 +221,7 @@ def test_counts_stay_non_negative_and_say_when_another_writer_interfered(db, mon
     assert min(report.created, report.updated, report.unchanged) >= 0
     assert report.updated == 20  # from the statement's own row count: exact
     assert any("inexact" in note for note in report.notes), report.notes
+    assert report.inexact and report.to_dict()["inexact"]
     assert dict(Person.objects.values_list("username", "score")) == {
         f"u{k}": 1 if k < 20 else 0 for k in range(30)
     }

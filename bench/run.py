@@ -564,8 +564,8 @@ def prime(env: dict[str, str]) -> None:
         [
             sys.executable,
             "-c",
-            "import bulkpar.cli, bulkpar.api, bulkpar.console, bulkpar.worker, rich.console, "
-            "django.db.models, psycopg",
+            "import bulkpar.cli.app, bulkpar.api, bulkpar.cli.console, bulkpar.engine.worker, "
+            "rich.console, django.db.models, psycopg",
         ],
         env={**os.environ, **env},
         check=True,

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import sys, time
 start = time.perf_counter()
-from bulkpar.django_setup import setup_django
+from bulkpar.bootstrap import setup_django
 setup_django("demo.settings", [{demo!r}])
-from bulkpar.job import RunOptions, Target
-from bulkpar.executors import make_executor, warm_up
+from bulkpar.engine.contracts import RunOptions, Target
+from bulkpar.engine.executors import make_executor, warm_up
 options = RunOptions(workers={workers}, executor="process", start_method={method!r})
 executor, _ = make_executor(options, Target.current("default"))
 warm_up(executor, {workers})

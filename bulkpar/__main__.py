@@ -1,6 +1,6 @@
 """``python -m bulkpar``: the same as the ``bulkpar`` command."""
 
-from bulkpar.cli import main
+from bulkpar.cli.app import main
 
 if __name__ == "__main__":
     main()

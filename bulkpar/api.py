@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bulkpar import arguments
-from bulkpar.django_setup import check_database, import_callable, model_label
+from bulkpar.bootstrap import check_database, import_callable, model_label
+from bulkpar.engine.contracts import RunOptions
+from bulkpar.engine.runner import Plan, ProgressSink, run
 from bulkpar.errors import UsageError
-from bulkpar.job import RunOptions
-from bulkpar.lookups import check_assignment, get_concrete_field
+from bulkpar.inputs.partitions import KeyPartitioner, partition_count
+from bulkpar.inputs.selection_strings import check_assignment, get_concrete_field
 from bulkpar.operations.update import UpdateJob
-from bulkpar.partitions import KeyPartitioner, partition_count
 from bulkpar.report import Report
-from bulkpar.runner import Plan, ProgressSink, run
 
 
 def update(
@@ -95,7 +95,7 @@ def update(
         dry_run: do everything inside transactions that are rolled back, and
             report what would have been written.
         checkpoint: a journal file of committed chunks; running the same job
-            again with it skips them (see :mod:`bulkpar.checkpoint`).
+            again with it skips them (see :mod:`bulkpar.engine.checkpoint`).
         progress: True for a tqdm bar, or any ProgressSink.
 
     Returns:
@@ -202,9 +202,14 @@ def _load(
 
     from django.db import router
 
-    from bulkpar.conversion import ColumnPlan, is_database_filled, plan_columns, required_fields
+    from bulkpar.inputs.conversion import (
+        ColumnPlan,
+        is_database_filled,
+        plan_columns,
+        required_fields,
+    )
+    from bulkpar.inputs.sources import as_source
     from bulkpar.operations.load import LoadJob, check_loadable, plan_batches, unique_field_sets
-    from bulkpar.sources import as_source
 
     if not arguments.is_model_class(model):
         raise UsageError(f"expected a model class, got {model!r}")
@@ -588,10 +593,10 @@ def save(
 
     from django.db import router
 
-    from bulkpar.conversion import ColumnPlan, plan_columns
+    from bulkpar.inputs.conversion import ColumnPlan, plan_columns
+    from bulkpar.inputs.sources import as_source
     from bulkpar.operations.load import plan_batches, unique_field_sets
     from bulkpar.operations.save import TRANSACTION_MODES, SaveJob
-    from bulkpar.sources import as_source
 
     if transaction not in TRANSACTION_MODES:
         raise UsageError(f"transaction must be 'chunk' or 'object' (got {transaction!r})")

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bulkpar.checkpoint import Checkpoint
-from bulkpar.django_setup import callable_ref, import_callable
+from bulkpar.bootstrap import callable_ref, import_callable
+from bulkpar.engine.checkpoint import Checkpoint
+from bulkpar.engine.contracts import EXECUTORS, RunOptions, Target
+from bulkpar.engine.executors import cpu_count
+from bulkpar.engine.runner import ProgressSink
 from bulkpar.errors import UsageError
-from bulkpar.executors import cpu_count
-from bulkpar.job import EXECUTORS, RunOptions, Target
-from bulkpar.lookups import get_concrete_field
-from bulkpar.runner import ProgressSink
+from bulkpar.inputs.selection_strings import get_concrete_field
 
 
 def is_model_class(obj: Any) -> bool:
@@ -113,7 +113,7 @@ def writer(method: str, alias: str, operation: str) -> str:
 
 def progress_sink(progress: bool | ProgressSink) -> ProgressSink | None:
     if progress is True:
-        from bulkpar.progress import TqdmProgress
+        from bulkpar.cli.progress import TqdmProgress
 
         return TqdmProgress()
     if progress is False:
@@ -140,7 +140,7 @@ def field_names(model: Any, names: Iterable[str], option: str) -> tuple[str, ...
 def refuse_empty_file(source: Any, first: Any) -> None:
     """An input file with no records is almost always a mistake upstream: say so."""
     from bulkpar.errors import InputError
-    from bulkpar.sources import FileSource
+    from bulkpar.inputs.sources import FileSource
 
     if first is None and isinstance(source, FileSource):
         raise InputError(

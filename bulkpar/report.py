@@ -49,7 +49,7 @@ class ChunkResult:
         created, updated: rows inserted, and existing rows changed (loads).
         rejected: input records that could not be converted (see ``rejects``).
         duplicates: records superseded by a later record with the same key.
-        rejects: the rejected records (:class:`bulkpar.conversion.Reject`).
+        rejects: the rejected records (:class:`bulkpar.inputs.conversion.Reject`).
         seconds: wall time of the chunk inside the worker.
         phases: seconds per phase (``load``, ``transform``, ``write``).
         retries: transient failures retried before the final outcome.

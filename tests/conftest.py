@@ -308,7 +308,7 @@ def _every_report_reconciles(monkeypatch: pytest.MonkeyPatch) -> None:
     checks the documented equation on every report the suite produces,
     whatever the test itself asserts. (CLI runs are checked by ``run_cli``.)
     """
-    import bulkpar.runner
+    import bulkpar.engine.runner
     from bulkpar.report import build_report
 
     def checked(*args: Any, **kwargs: Any) -> Any:
@@ -316,7 +316,7 @@ def _every_report_reconciles(monkeypatch: pytest.MonkeyPatch) -> None:
         assert report.reconciles, f"the report does not add up: {_equation(report)}"
         return report
 
-    monkeypatch.setattr(bulkpar.runner, "build_report", checked)
+    monkeypatch.setattr(bulkpar.engine.runner, "build_report", checked)
 
 
 def _check_cli_report(stdout: str) -> None:

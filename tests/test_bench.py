@@ -10,7 +10,7 @@ import sys
 import pytest
 from testproject.testapp.models import Event, Person
 
-from bulkpar.bench import BenchResult, plot
+from bulkpar.cli.bench import BenchResult, plot
 from bulkpar.errors import BulkparError
 
 T = "testproject.testapp.transforms"

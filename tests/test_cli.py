@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from django.db.models import F
 from testproject.testapp.models import Person
 
-from bulkpar.cli import cli
+from bulkpar.cli.app import cli
 
 T = "testproject.testapp.transforms"
 MODEL = ("--settings", "testproject.settings", "--model", "testapp.Person")

@@ -20,9 +20,9 @@ from django.db import connection
 from testproject.testapp.models import Event, Person, Product
 
 import bulkpar
-from bulkpar import sources
-from bulkpar.checkpoint import FORMAT_VERSION
+from bulkpar.engine.checkpoint import FORMAT_VERSION
 from bulkpar.errors import InputError
+from bulkpar.inputs import sources
 
 PERSON = ("--settings", "testproject.settings", "--model", "testapp.Person")
 

@@ -17,11 +17,11 @@ from django.db import connection
 from testproject.testapp.models import Event, Person, Signalled
 
 import bulkpar
-from bulkpar import worker
-from bulkpar.conversion import plan_columns
+from bulkpar.engine import worker
+from bulkpar.inputs.conversion import plan_columns
+from bulkpar.inputs.partitions import KeyPartitioner
+from bulkpar.inputs.sources import Record
 from bulkpar.operations.load import plan_batches
-from bulkpar.partitions import KeyPartitioner
-from bulkpar.sources import Record
 
 
 def _fold(text: str) -> str:

@@ -17,7 +17,7 @@ from django.db.models import F
 from testproject.testapp.models import Event, Person, Signalled
 
 import bulkpar
-import bulkpar.runner
+import bulkpar.engine.runner
 from bulkpar.report import ChunkResult, RejectSample, Report
 
 T = "testproject.testapp.transforms"
@@ -248,7 +248,7 @@ def test_the_suite_checks_every_report_it_builds():
     """The conftest fixture wraps the runner's build_report: a miscount cannot pass."""
     miscounted = ChunkResult(index=0, label="pk (0, 10]", rows=10, matched=10, written=5)
     with pytest.raises(AssertionError, match="does not add up"):
-        bulkpar.runner.build_report(
+        bulkpar.engine.runner.build_report(
             [miscounted], operation="update", model="m", seconds=1.0, matched=10
         )
 

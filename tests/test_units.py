@@ -14,11 +14,11 @@ from decimal import Decimal
 import pytest
 from testproject.testapp.models import Article, Person, Product
 
-from bulkpar.checkpoint import merge_ranges
+from bulkpar.engine.checkpoint import merge_ranges
+from bulkpar.engine.transient import is_transient
 from bulkpar.errors import FieldNotFoundError, UsageError
-from bulkpar.lookups import parse_bool, parse_lookup, split_assignment
+from bulkpar.inputs.selection_strings import parse_bool, parse_lookup, split_assignment
 from bulkpar.report import latency_summary
-from bulkpar.transient import is_transient
 
 
 class FakePostgresError(Exception):

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bulkpar.conversion import (
+from bulkpar.errors import UsageError
+from bulkpar.inputs.conversion import (
     ColumnPlan,
     Reject,
     RowConverter,
@@ -24,9 +25,8 @@ from bulkpar.conversion import (
     instance_builder,
     validate_instance,
 )
-from bulkpar.errors import UsageError
-from bulkpar.partitions import KeyPartitioner, collation_key
-from bulkpar.sources import Record
+from bulkpar.inputs.partitions import KeyPartitioner, collation_key
+from bulkpar.inputs.sources import Record
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class RowBatch:
     """A chunk of input records (plain values) and where it ends in the input.
 
     ``partition`` is the key partition its records were routed to (see
-    :mod:`bulkpar.partitions`): the runner runs a partition's chunks one at a
+    :mod:`bulkpar.inputs.partitions`): the runner runs a partition's chunks one at a
     time, in ``index`` order. None: the chunk may run alongside any other.
     """
 
@@ -161,7 +161,7 @@ class LoadJob:
             a key with a Python default gets it per record, as ``Model()`` does.
         writer: ``values``, ``copy`` or ``django`` (see :mod:`bulkpar.writers`).
         validate: run ``full_clean()`` without the unique checks on every record
-            (see :func:`bulkpar.conversion.validate_instance`); an upsert checks
+            (see :func:`bulkpar.inputs.conversion.validate_instance`); an upsert checks
             the fields the record gives.
     """
 

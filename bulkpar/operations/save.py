@@ -23,10 +23,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulkpar.conversion import ColumnPlan, Reject, RowConverter, RowRejected, validate_instance
+from bulkpar.engine.transient import is_transient
+from bulkpar.inputs.conversion import (
+    ColumnPlan,
+    Reject,
+    RowConverter,
+    RowRejected,
+    validate_instance,
+)
 from bulkpar.operations.load import reject_batch, split_batch
 from bulkpar.operations.update import reject_pk_range, split_pk_range
-from bulkpar.transient import is_transient
 
 TRANSACTION_MODES = ("chunk", "object")
 
@@ -55,7 +61,7 @@ class SaveJob:
         fields: ``save(update_fields=…)`` for queryset mode.
         transaction: ``"chunk"`` or ``"object"``.
         validate: ``full_clean()`` without the unique checks before each save
-            (:func:`bulkpar.conversion.validate_instance`); an invalid object
+            (:func:`bulkpar.inputs.conversion.validate_instance`); an invalid object
             is rejected and not saved.
     """
 
@@ -254,7 +260,7 @@ class SaveJob:
 
     def _queryset_builder(self) -> Callable[[Sequence[Any]], list[tuple[Any, Any]]]:
         """Load objects by pk and apply the function; None marks a skipped object."""
-        from bulkpar.django_setup import import_callable
+        from bulkpar.bootstrap import import_callable
         from bulkpar.errors import RowError
 
         func = self.func

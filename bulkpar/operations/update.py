@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bulkpar.conversion import Reject
 from bulkpar.errors import RowError
-from bulkpar.lookups import is_json_null
+from bulkpar.inputs.conversion import Reject
+from bulkpar.inputs.selection_strings import is_json_null
 
 
 @dataclass(frozen=True)
@@ -371,7 +371,7 @@ class UpdateJob:
     ) -> dict[str, Any]:
         from django.db import connections
 
-        from bulkpar.django_setup import import_callable
+        from bulkpar.bootstrap import import_callable
         from bulkpar.writers import make_writer
 
         assert self.func is not None

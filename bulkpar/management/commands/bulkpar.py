@@ -18,12 +18,12 @@ class Command(BaseCommand):
 
     def run_from_argv(self, argv: list[str]) -> None:
         """Hand the raw arguments to bulkpar's click group (it parses its own options)."""
-        from bulkpar.cli import cli
+        from bulkpar.cli.app import cli
 
         prog = f"{os.path.basename(argv[0])} {argv[1]}"
         cli.main(args=argv[2:], prog_name=prog)
 
     def handle(self, *args: Any, **options: Any) -> None:  # pragma: no cover - via argv
-        from bulkpar.cli import cli
+        from bulkpar.cli.app import cli
 
         cli.main(args=list(args), prog_name="bulkpar", standalone_mode=False)

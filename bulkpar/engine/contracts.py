@@ -71,7 +71,7 @@ class RunOptions:
         workers: worker processes (or threads); ``serial`` always uses one.
         executor: ``process`` (default), ``thread`` or ``serial``.
         start_method: multiprocessing start method for ``process``; None picks
-            bulkpar's default (see :func:`bulkpar.executors.default_start_method`).
+            bulkpar's default (see :func:`bulkpar.engine.executors.default_start_method`).
         retries: how often a chunk that hit a transient error (deadlock, lock
             timeout, dropped connection, SQLite busy) is retried.
         on_error: ``abort`` stops scheduling after a failed chunk;

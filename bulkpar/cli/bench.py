@@ -235,7 +235,7 @@ def machine_info(database: str) -> dict[str, Any]:
     from django.db import connections
 
     from bulkpar import __version__
-    from bulkpar.executors import cpu_count
+    from bulkpar.engine.executors import cpu_count
 
     connection = connections[database]
     try:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from bulkpar import __version__
-from bulkpar.cli_options import (
+from bulkpar.cli.options import (
     input_options,
     method_option,
     model_option,
@@ -70,7 +70,7 @@ def errors_as_click_exceptions(show_traceback: bool) -> Iterator[None]:
 def _progress_sink(quiet: bool) -> Any:
     from rich.console import Console
 
-    from bulkpar.console import RichProgress
+    from bulkpar.cli.console import RichProgress
 
     stderr = Console(stderr=True)
     if quiet or not stderr.is_terminal:
@@ -86,7 +86,7 @@ def _finish(report: Any, as_json: bool) -> None:
     """
     from rich.console import Console
 
-    from bulkpar.console import render_report
+    from bulkpar.cli.console import render_report
 
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=str))
@@ -102,7 +102,7 @@ def _finish(report: Any, as_json: bool) -> None:
 
 def _problems(report: Any) -> list[str]:
     """One line per reason the run is not a clean success (warnings included)."""
-    from bulkpar.console import noun
+    from bulkpar.cli.console import noun
 
     lines = []
     if report.stopped:
@@ -223,9 +223,9 @@ def update(**params: Any) -> None:
     changed (--method). Signals do not fire; use 'bulkpar save' for that.
     """
     from bulkpar.api import update as run_update
-    from bulkpar.django_setup import resolve_model, setup_django
-    from bulkpar.lookups import parse_assignments
-    from bulkpar.selection import select
+    from bulkpar.bootstrap import resolve_model, setup_django
+    from bulkpar.inputs.selection import select
+    from bulkpar.inputs.selection_strings import parse_assignments
 
     with errors_as_click_exceptions(params["traceback"]):
         assignments, func = params["assignments"], params["func"]
@@ -267,7 +267,7 @@ def update(**params: Any) -> None:
 @click.option("--traceback", is_flag=True, help="Show the full Python traceback of an error.")
 def demo(rows: int, workers: int, chunk: int, keep: bool, quiet: bool, traceback: bool) -> None:
     """Seed a throw-away SQLite database and run real parallel updates on it."""
-    from bulkpar.demo import run_demo
+    from bulkpar.cli.demo import run_demo
 
     with errors_as_click_exceptions(traceback):
         run_demo(
@@ -280,14 +280,14 @@ def demo(rows: int, workers: int, chunk: int, keep: bool, quiet: bool, traceback
 
 
 def _pairs(specs: tuple[str, ...], option: str) -> dict[str, str]:
-    from bulkpar.lookups import split_assignment
+    from bulkpar.inputs.selection_strings import split_assignment
 
     return dict(split_assignment(spec, option) for spec in specs)
 
 
 def _consts(specs: tuple[str, ...]) -> dict[str, str]:
     """``--const`` values: text, read like a CSV cell whatever the input's format."""
-    from bulkpar.conversion import TextCell
+    from bulkpar.inputs.conversion import TextCell
 
     return {name: TextCell(value) for name, value in _pairs(specs, "--const").items()}
 
@@ -303,8 +303,8 @@ def _check_input_path(path: str | None) -> None:
 def _load_command(operation: str, params: dict[str, Any]) -> None:
     """Shared body of ``create`` and ``upsert``: set up, call the API, render."""
     from bulkpar import api
-    from bulkpar.django_setup import resolve_model, setup_django
-    from bulkpar.sources import FileSource
+    from bulkpar.bootstrap import resolve_model, setup_django
+    from bulkpar.inputs.sources import FileSource
 
     with errors_as_click_exceptions(params["traceback"]):
         _check_input_path(params["input_path"])
@@ -448,8 +448,8 @@ def save(**params: Any) -> None:
     (see --rejects) and the others are still saved.
     """
     from bulkpar import api
-    from bulkpar.django_setup import resolve_model, setup_django
-    from bulkpar.selection import select
+    from bulkpar.bootstrap import resolve_model, setup_django
+    from bulkpar.inputs.selection import select
 
     with errors_as_click_exceptions(params["traceback"]):
         has_input = params["input_path"] is not None
@@ -471,7 +471,7 @@ def save(**params: Any) -> None:
             **_run_kwargs(params),
         )
         if has_input:
-            from bulkpar.sources import FileSource
+            from bulkpar.inputs.sources import FileSource
 
             report = api.save(
                 model,
@@ -576,9 +576,9 @@ def bench(ctx: click.Context, **params: Any) -> None:
     """
     from rich.console import Console
 
-    from bulkpar import bench as benchmarks
-    from bulkpar.console import render_bench
-    from bulkpar.django_setup import check_database, setup_django
+    from bulkpar.bootstrap import check_database, setup_django
+    from bulkpar.cli import bench as benchmarks
+    from bulkpar.cli.console import render_bench
 
     with errors_as_click_exceptions(params["traceback"]):
         operation = params["operation"]

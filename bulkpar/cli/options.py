@@ -53,8 +53,8 @@ def run_options(chunk: int = 1000) -> Callable[[F], F]:
 
 
 def _add_run_options(func: F, chunk: int) -> F:
-    from bulkpar.executors import cpu_count
-    from bulkpar.job import EXECUTORS
+    from bulkpar.engine.contracts import EXECUTORS
+    from bulkpar.engine.executors import cpu_count
 
     options = [
         click.option(
@@ -127,7 +127,7 @@ def input_options(required: bool) -> Callable[[F], F]:
 
 
 def _add_input_options(func: F, required: bool) -> F:
-    from bulkpar.sources import FORMATS
+    from bulkpar.inputs.sources import FORMATS
 
     options = [
         click.option("--input", "input_path", required=required, metavar="FILE",

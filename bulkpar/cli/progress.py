@@ -1,6 +1,6 @@
 """Progress for Python API callers: a tqdm bar counted in rows.
 
-The runner only emits data (:class:`bulkpar.runner.ProgressSink`); this module
+The runner only emits data (:class:`bulkpar.engine.runner.ProgressSink`); this module
 renders it with ``tqdm.auto``, which draws a text bar in a terminal and a
 widget in a notebook. The CLI renders with rich instead (bulkpar.cli).
 """
@@ -13,7 +13,7 @@ from bulkpar.report import ChunkResult
 
 
 class TqdmProgress:
-    """A :class:`~bulkpar.runner.ProgressSink` drawing one tqdm bar in rows."""
+    """A :class:`~bulkpar.engine.runner.ProgressSink` drawing one tqdm bar in rows."""
 
     def __init__(self, **tqdm_kwargs: Any) -> None:
         self._kwargs = tqdm_kwargs

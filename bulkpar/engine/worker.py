@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bulkpar.engine.transient import is_transient
 from bulkpar.errors import RowError
 from bulkpar.report import ChunkResult
-from bulkpar.transient import is_transient
 
 _setup_error: str | None = None
 _setup_seconds: float = 0.0
@@ -64,7 +64,7 @@ def init_worker(
         os.environ.clear()
         os.environ.update(environ)
     try:
-        from bulkpar.django_setup import add_pythonpath, setup_django
+        from bulkpar.bootstrap import add_pythonpath, setup_django
 
         add_pythonpath([p for p in pythonpath if os.path.isdir(p)])
         if settings:
@@ -79,7 +79,7 @@ def init_worker(
 def run_setup(setup: str | None) -> None:
     """Run the user's per-worker set-up callable (``--setup module:callable``)."""
     if setup:
-        from bulkpar.django_setup import import_callable
+        from bulkpar.bootstrap import import_callable
 
         import_callable(setup, what="--setup")()
 

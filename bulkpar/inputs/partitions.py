@@ -25,8 +25,8 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bulkpar.conversion import ColumnPlan
-from bulkpar.sources import Record
+from bulkpar.inputs.conversion import ColumnPlan
+from bulkpar.inputs.sources import Record
 
 
 def partition_count(workers: int) -> int:

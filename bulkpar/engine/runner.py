@@ -6,7 +6,7 @@ Invariants:
   chunks are submitted and not yet finished; the plan is consumed lazily, so
   memory stays flat whatever the size of the job.
 * **A partition's chunks run in input order.** A chunk with a ``partition``
-  (records routed by their key, see :mod:`bulkpar.partitions`) starts only
+  (records routed by their key, see :mod:`bulkpar.inputs.partitions`) starts only
   when no other chunk of its partition is in flight; until then it waits in a
   queue no longer than the in-flight limit. A key therefore meets itself in
   input order, and no two workers write the same row at once.
@@ -41,12 +41,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from bulkpar import worker
-from bulkpar.checkpoint import Checkpoint
-from bulkpar.django_setup import close_connections
+from bulkpar.bootstrap import close_connections
+from bulkpar.engine import worker
+from bulkpar.engine.checkpoint import Checkpoint
+from bulkpar.engine.contracts import Job, RunOptions, Target
+from bulkpar.engine.executors import kill_workers, make_executor, warm_up
 from bulkpar.errors import BulkparError, CheckpointMismatchError, UsageError
-from bulkpar.executors import kill_workers, make_executor, warm_up
-from bulkpar.job import Job, RunOptions, Target
 from bulkpar.report import ChunkResult, Report, build_report
 
 #: The report's note when a chunk's created/updated/unchanged split could not be exact.

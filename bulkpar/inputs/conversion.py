@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkpar.errors import FieldNotFoundError, UsageError, did_you_mean
-from bulkpar.lookups import parse_bool
+from bulkpar.inputs.selection_strings import parse_bool
 
 
 class RowRejected(Exception):

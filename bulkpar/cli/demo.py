@@ -25,7 +25,7 @@ def run_demo(
     """Seed ``rows`` people in a new SQLite file and run two parallel updates on them."""
     from rich.console import Console
 
-    from bulkpar.console import render_report
+    from bulkpar.cli.console import render_report
 
     console = Console()
     if not (DEMO_DIR / "demo" / "settings.py").exists():
@@ -61,7 +61,7 @@ def _demo(
     from django.core.management import call_command
 
     import bulkpar
-    from bulkpar.django_setup import setup_django
+    from bulkpar.bootstrap import setup_django
 
     setup_django("demo.settings", [str(DEMO_DIR)])
     from people.models import Person

@@ -1,7 +1,7 @@
 """Terminal rendering for the CLI: the live progress bar and the final report (rich).
 
 Only the command-line layer imports this module; the library reports progress
-as data through :class:`bulkpar.runner.ProgressSink`.
+as data through :class:`bulkpar.engine.runner.ProgressSink`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class RowsPerSecondColumn(ProgressColumn):
 
 
 class RichProgress:
-    """A :class:`~bulkpar.runner.ProgressSink` that draws a live bar on stderr."""
+    """A :class:`~bulkpar.engine.runner.ProgressSink` that draws a live bar on stderr."""
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(

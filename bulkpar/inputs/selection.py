@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bulkpar.errors import FieldNotFoundError
-from bulkpar.lookups import parse_lookup
+from bulkpar.inputs.selection_strings import parse_lookup
 
 
 def select(

@@ -2,7 +2,7 @@
 
 All three speak ``concurrent.futures.Executor``, so the runner does not care
 which one it drives. A process pool's workers are started by
-:func:`bulkpar.worker.init_worker` with only picklable strings, so every
+:func:`bulkpar.engine.worker.init_worker` with only picklable strings, so every
 start method works; :func:`warm_up` makes them all load the project before
 the first chunk is sent.
 """
@@ -16,10 +16,10 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from bulkpar import worker
-from bulkpar.django_setup import close_connections
+from bulkpar.bootstrap import close_connections
+from bulkpar.engine import worker
+from bulkpar.engine.contracts import RunOptions, Target
 from bulkpar.errors import WorkerSetupError
-from bulkpar.job import RunOptions, Target
 
 
 class SerialExecutor(Executor):
@@ -77,7 +77,7 @@ def make_executor(options: RunOptions, target: Target) -> tuple[Executor, str | 
     method = options.start_method or default_start_method()
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["bulkpar.worker", "django.db.models"])
+        context.set_forkserver_preload(["bulkpar.engine.worker", "django.db.models"])
     # A forked child must not inherit the parent's open database sockets.
     close_connections()
     process_pool = ProcessPoolExecutor(

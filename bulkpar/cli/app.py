@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from bulkpar import __version__
+from bulkpar.cli.bench import OPERATIONS as BENCH_OPERATIONS
 from bulkpar.cli.options import (
     input_options,
     method_option,
@@ -129,29 +129,24 @@ def _problems(report: Any) -> list[str]:
     return lines
 
 
-def _split_names(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    if not names:
-        raise UsageError("--fields is empty: name fields separated by commas")
-    return names
+def _run_spec(params: dict[str, Any]) -> Any:
+    """The RunSpec of every command's shared options (run_options, --rejects, --max-rejects)."""
+    from bulkpar.operations.options import RunSpec
 
-
-def _run_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    """The API keyword arguments every command passes on from run_options."""
-    return {
-        "chunk": params["chunk"],
-        "workers": params["workers"],
-        "executor": params["executor"],
-        "start_method": params["start_method"],
-        "database": params["database"],
-        "retries": params["retries"],
-        "on_error": params["on_error"],
-        "dry_run": params["dry_run"],
-        "checkpoint": params["checkpoint"],
-        "progress": _progress_sink(params["quiet"]),
-    }
+    return RunSpec(
+        chunk=params["chunk"],
+        workers=params["workers"],
+        executor=params["executor"],
+        start_method=params["start_method"],
+        database=params["database"],
+        retries=params["retries"],
+        on_error=params["on_error"],
+        rejects=params["rejects"],
+        max_rejects=params["max_rejects"],
+        dry_run=params["dry_run"],
+        checkpoint=params["checkpoint"],
+        progress=_progress_sink(params["quiet"]),
+    )
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -222,17 +217,13 @@ def update(**params: Any) -> None:
     chunk, calls the function on every instance and writes the rows that
     changed (--method). Signals do not fire; use 'bulkpar save' for that.
     """
-    from bulkpar.api import update as run_update
+    from bulkpar.api import execute
     from bulkpar.bootstrap import resolve_model, setup_django
     from bulkpar.inputs.selection import select
     from bulkpar.inputs.selection_strings import parse_assignments
+    from bulkpar.operations.update import UpdateSpec
 
     with errors_as_click_exceptions(params["traceback"]):
-        assignments, func = params["assignments"], params["func"]
-        if bool(assignments) == bool(func):
-            raise UsageError("give either --set FIELD=VALUE or --func MODULE:CALLABLE (not both)")
-        if params["fields"] and not func:
-            raise UsageError("--fields goes with --func")
         setup_django(params["settings"], params["pythonpath"])
         model = resolve_model(params["model_label"])
         queryset = select(
@@ -241,17 +232,18 @@ def update(**params: Any) -> None:
             excludes=params["excludes"],
             database=params["database"],
         )
-        report = run_update(
-            queryset,
-            set=parse_assignments(model, assignments) if assignments else None,
-            func=func,
-            fields=_split_names(params["fields"]),
-            touch=params["touch"],
-            lock=params["lock"],
-            method=params["method"],
-            rejects=params["rejects"],
-            max_rejects=params["max_rejects"],
-            **_run_kwargs(params),
+        assignments = params["assignments"]
+        report = execute(
+            UpdateSpec(
+                queryset,
+                set=parse_assignments(model, assignments) if assignments else None,
+                func=params["func"],
+                fields=params["fields"],
+                touch=params["touch"],
+                lock=params["lock"],
+                method=params["method"],
+                run=_run_spec(params),
+            )
         )
     _finish(report, params["as_json"])
 
@@ -292,43 +284,32 @@ def _consts(specs: tuple[str, ...]) -> dict[str, str]:
     return {name: TextCell(value) for name, value in _pairs(specs, "--const").items()}
 
 
-def _check_input_path(path: str | None) -> None:
-    if path is not None and path != "-" and not os.path.exists(path):
-        raise UsageError(
-            f"input file {path!r} does not exist; "
-            "give a path to a CSV, JSON Lines or JSON file, or - for stdin"
-        )
-
-
 def _load_command(operation: str, params: dict[str, Any]) -> None:
-    """Shared body of ``create`` and ``upsert``: set up, call the API, render."""
-    from bulkpar import api
+    """Shared body of ``create`` and ``upsert``: set up, build the spec, run it, render."""
+    from bulkpar.api import execute
     from bulkpar.bootstrap import resolve_model, setup_django
-    from bulkpar.inputs.sources import FileSource
+    from bulkpar.operations.load import LoadMode, LoadSpec
 
     with errors_as_click_exceptions(params["traceback"]):
-        _check_input_path(params["input_path"])
         setup_django(params["settings"], params["pythonpath"])
         model = resolve_model(params["model_label"])
-        common: dict[str, Any] = dict(
-            map=_pairs(params["renames"], "--map"),
-            const=_consts(params["consts"]),
-            ignore_unknown=params["ignore_unknown"],
-            validate=params["validate"],
-            method=params["method"],
-            rejects=params["rejects"],
-            max_rejects=params["max_rejects"],
-            **_run_kwargs(params),
+        report = execute(
+            LoadSpec(
+                model,
+                params["input_path"],
+                mode=LoadMode.of(operation, params.get("ignore_conflicts", False)),
+                unique=params.get("unique"),
+                update=params.get("update"),
+                format=params["input_format"],
+                delimiter=params["delimiter"],
+                map=_pairs(params["renames"], "--map"),
+                const=_consts(params["consts"]),
+                ignore_unknown=params["ignore_unknown"],
+                full_clean=params["validate"],
+                method=params["method"],
+                run=_run_spec(params),
+            )
         )
-        source = FileSource(params["input_path"], params["input_format"], params["delimiter"])
-        if operation == "create":
-            report = api.create(
-                model, source, ignore_conflicts=params["ignore_conflicts"], **common
-            )
-        else:
-            report = api.upsert(
-                model, source, unique=params["unique"], update=params["update"], **common
-            )
     _finish(report, params["as_json"])
 
 
@@ -447,58 +428,48 @@ def save(**params: Any) -> None:
     bulk writes. An object whose save() or signal handler raises is rejected
     (see --rejects) and the others are still saved.
     """
-    from bulkpar import api
+    from bulkpar.api import execute
     from bulkpar.bootstrap import resolve_model, setup_django
     from bulkpar.inputs.selection import select
+    from bulkpar.operations.save import SaveSpec
 
     with errors_as_click_exceptions(params["traceback"]):
-        has_input = params["input_path"] is not None
-        if has_input and (params["filters"] or params["excludes"] or params["func"]):
-            raise UsageError("--input cannot be combined with --filter/--exclude/--func")
-        if params["match"] and not has_input:
-            raise UsageError("--match goes with --input")
-        if params["delimiter"] is not None and not has_input:
-            raise UsageError("--delimiter goes with --input")
-        _check_input_path(params["input_path"])
         setup_django(params["settings"], params["pythonpath"])
         model = resolve_model(params["model_label"])
-        common: dict[str, Any] = dict(
-            setup=params["setup"],
-            transaction=params["transaction"],
-            validate=params["validate"],
-            rejects=params["rejects"],
-            max_rejects=params["max_rejects"],
-            **_run_kwargs(params),
-        )
-        if has_input:
-            from bulkpar.inputs.sources import FileSource
-
-            report = api.save(
-                model,
-                FileSource(params["input_path"], params["input_format"], params["delimiter"]),
-                match=params["match"],
-                map=_pairs(params["renames"], "--map"),
-                const=_consts(params["consts"]),
-                ignore_unknown=params["ignore_unknown"],
-                **common,
-            )
-        else:
-            queryset = select(
+        path = params["input_path"]
+        source: Any = model
+        if path is None or params["filters"] or params["excludes"]:
+            source = select(
                 model,
                 filters=params["filters"],
                 excludes=params["excludes"],
                 database=params["database"],
             )
-            report = api.save(
-                queryset, func=params["func"], fields=_split_names(params["fields"]), **common
+        report = execute(
+            SaveSpec(
+                source,
+                path,
+                func=params["func"],
+                match=params["match"],
+                fields=params["fields"],
+                setup=params["setup"],
+                transaction=params["transaction"],
+                format=params["input_format"],
+                delimiter=params["delimiter"],
+                map=_pairs(params["renames"], "--map"),
+                const=_consts(params["consts"]),
+                ignore_unknown=params["ignore_unknown"],
+                full_clean=params["validate"],
+                run=_run_spec(params),
             )
+        )
     _finish(report, params["as_json"])
 
 
 @cli.command(
     context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True, "allow_extra_args": True}
 )
-@click.argument("operation", type=click.Choice(["update", "create", "upsert", "save"]))
+@click.argument("operation", type=click.Choice(BENCH_OPERATIONS))
 @project_options
 @click.option(
     "--workers",
@@ -576,52 +547,32 @@ def bench(ctx: click.Context, **params: Any) -> None:
     """
     from rich.console import Console
 
-    from bulkpar.bootstrap import check_database, setup_django
-    from bulkpar.cli import bench as benchmarks
+    from bulkpar.cli.bench import BenchRun, run_bench
     from bulkpar.cli.console import render_bench
 
+    console = Console(stderr=True)
+
+    def on_run(run: BenchRun, done: int, total: int) -> None:
+        state = f"{run.seconds:.2f}s" if run.ok else f"[red]failed: {run.error}[/red]"
+        console.print(f"[{done}/{total}] {run.combo.label}: {state}", highlight=False)
+
     with errors_as_click_exceptions(params["traceback"]):
-        operation = params["operation"]
-        extra = list(ctx.args)
-        if "-" in extra:
-            raise UsageError("bench runs the input many times: give --input a file, not -")
-        forwarded = [*extra, "--database", params["database"]]
-        if params["settings"]:
-            forwarded += ["--settings", params["settings"]]
-        for path in params["pythonpath"]:
-            forwarded += ["--pythonpath", path]
-        setup_django(params["settings"], params["pythonpath"])
-        check_database(params["database"])
-        if params["commit"]:
-            _confirm_database(params["database"], params["confirm_database"])
-        combos = benchmarks.grid(
-            operation,
-            extra,
-            benchmarks.parse_list(params["workers_list"], "--workers", int),
-            benchmarks.parse_list(params["chunk_list"], "--chunk", int),
-            benchmarks.parse_list(params["method_list"], "--method"),
-            benchmarks.parse_list(params["executor_list"], "--executor"),
-        )
-        console = Console(stderr=True)
-        total = len(combos) * params["repeat"]
-        done = [0]
-
-        def on_run(run: benchmarks.BenchRun) -> None:
-            done[0] += 1
-            state = f"{run.seconds:.2f}s" if run.ok else f"[red]failed: {run.error}[/red]"
-            console.print(f"[{done[0]}/{total}] {run.combo.label}: {state}", highlight=False)
-
-        result = benchmarks.run_grid(
-            operation,
-            forwarded,
-            combos,
+        result = run_bench(
+            params["operation"],
+            list(ctx.args),
+            settings=params["settings"],
+            pythonpath=params["pythonpath"],
+            database=params["database"],
+            workers=params["workers_list"],
+            chunks=params["chunk_list"],
+            methods=params["method_list"],
+            executors=params["executor_list"],
             repeat=params["repeat"],
             commit=params["commit"],
-            machine=benchmarks.machine_info(params["database"]),
+            confirm_database=params["confirm_database"],
+            plot_path=params["plot_path"],
             on_run=None if params["as_json"] else on_run,
         )
-        if params["plot_path"]:
-            benchmarks.plot(result, params["plot_path"])
     if params["as_json"]:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
@@ -629,22 +580,6 @@ def bench(ctx: click.Context, **params: Any) -> None:
         render_bench(result, Console(width=None if sys.stdout.isatty() else 140))
     if any(row["failed"] for row in result.summary):
         sys.exit(EXIT_FAILED_CHUNKS)
-
-
-def _confirm_database(alias: str, confirmed: str | None) -> None:
-    from django.db import connections
-
-    name = str(connections[alias].settings_dict.get("NAME"))
-    if confirmed is None:
-        raise UsageError(
-            f"--commit lets every run's writes stand in database {name!r}: "
-            f"add --confirm-database {name} to go ahead"
-        )
-    if confirmed not in (name, os.path.basename(name)):
-        raise UsageError(
-            f"--confirm-database {confirmed!r} does not match the database of alias "
-            f"{alias!r} ({name!r}); nothing was run"
-        )
 
 
 def main() -> None:

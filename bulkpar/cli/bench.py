@@ -132,6 +132,94 @@ def grid(
     return combos
 
 
+def run_bench(
+    operation: str,
+    extra: Sequence[str],
+    *,
+    settings: str | None,
+    pythonpath: Sequence[str],
+    database: str,
+    workers: str,
+    chunks: str,
+    methods: str,
+    executors: str,
+    repeat: int,
+    commit: bool,
+    confirm_database: str | None,
+    plot_path: str | None = None,
+    on_run: Callable[[BenchRun, int, int], None] | None = None,
+) -> BenchResult:
+    """``bulkpar bench``: check the options, run the grid, plot it if asked.
+
+    Args:
+        extra: the options passed on to every ``bulkpar OPERATION`` run.
+        workers, chunks, methods, executors: comma-separated lists to try.
+        on_run: called after every run with the run, the runs done and the total.
+
+    Raises:
+        UsageError: stdin as the input, an empty or invalid list, or ``commit``
+            without the database's name in ``confirm_database``.
+    """
+    from bulkpar.bootstrap import check_database, setup_django
+
+    if "-" in extra:
+        raise UsageError("bench runs the input many times: give --input a file, not -")
+    forwarded = [*extra, "--database", database]
+    if settings:
+        forwarded += ["--settings", settings]
+    for path in pythonpath:
+        forwarded += ["--pythonpath", path]
+    setup_django(settings, tuple(pythonpath))
+    check_database(database)
+    if commit:
+        confirm(database, confirm_database)
+    combos = grid(
+        operation,
+        extra,
+        parse_list(workers, "--workers", int),
+        parse_list(chunks, "--chunk", int),
+        parse_list(methods, "--method"),
+        parse_list(executors, "--executor"),
+    )
+    total = len(combos) * repeat
+    done = [0]
+
+    def counted(run: BenchRun) -> None:
+        done[0] += 1
+        if on_run is not None:
+            on_run(run, done[0], total)
+
+    result = run_grid(
+        operation,
+        forwarded,
+        combos,
+        repeat=repeat,
+        commit=commit,
+        machine=machine_info(database),
+        on_run=counted,
+    )
+    if plot_path:
+        plot(result, plot_path)
+    return result
+
+
+def confirm(alias: str, confirmed: str | None) -> None:
+    """Refuse ``--commit`` unless ``confirmed`` names the database the writes go to."""
+    from django.db import connections
+
+    name = str(connections[alias].settings_dict.get("NAME"))
+    if confirmed is None:
+        raise UsageError(
+            f"--commit lets every run's writes stand in database {name!r}: "
+            f"add --confirm-database {name} to go ahead"
+        )
+    if confirmed not in (name, os.path.basename(name)):
+        raise UsageError(
+            f"--confirm-database {confirmed!r} does not match the database of alias "
+            f"{alias!r} ({name!r}); nothing was run"
+        )
+
+
 def run_grid(
     operation: str,
     extra: Sequence[str],

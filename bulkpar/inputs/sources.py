@@ -80,6 +80,11 @@ class FileSource:
     """
 
     def __init__(self, path: str, format: str | None = None, delimiter: str | None = None) -> None:
+        if path != "-" and not os.path.exists(path):
+            raise UsageError(
+                f"input file {path!r} does not exist; "
+                "give a path to a CSV, JSON Lines or JSON file, or - for stdin"
+            )
         if path == "-" and format is None:
             raise UsageError("reading stdin (--input -) needs --format csv|jsonl|json")
         if format is not None and format not in FORMATS:

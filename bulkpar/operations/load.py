@@ -10,13 +10,20 @@ skipped counts.
 
 from __future__ import annotations
 
+import enum
+import functools
+import itertools
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from bulkpar.errors import UsageError
+from bulkpar.bootstrap import check_database, model_label
+from bulkpar.engine.checkpoint import Checkpoint
+from bulkpar.engine.contracts import RunOptions
+from bulkpar.engine.runner import Plan
+from bulkpar.errors import InputError, UsageError
 from bulkpar.inputs.conversion import (
     ColumnPlan,
     Reject,
@@ -25,8 +32,293 @@ from bulkpar.inputs.conversion import (
     instance_builder,
     validate_instance,
 )
-from bulkpar.inputs.partitions import KeyPartitioner, collation_key
-from bulkpar.inputs.sources import Record
+from bulkpar.inputs.partitions import KeyPartitioner, collation_key, partition_count
+from bulkpar.inputs.sources import FileSource, Record, Source
+from bulkpar.operations.options import CheckedOperation, RunSpec, target
+from bulkpar.operations.references import field_names, is_model_class, names, writer
+
+
+class LoadMode(enum.Enum):
+    """What a load does with a record whose unique key exists: checked once, from the options.
+
+    The value is the writers' name for the operation (see :mod:`bulkpar.writers`).
+    """
+
+    CREATE = "create"  # a conflict fails the chunk
+    CREATE_IGNORE = "create-ignore"  # a conflict skips the record, counted
+    UPSERT = "upsert"  # a conflict updates the existing row
+
+    @classmethod
+    def of(cls, operation: str, ignore_conflicts: bool = False) -> LoadMode:
+        """The mode of ``operation`` (``create`` or ``upsert``) with ``ignore_conflicts``.
+
+        Raises:
+            UsageError: an unknown operation, or ``ignore_conflicts`` with upsert.
+        """
+        if operation == "upsert":
+            if ignore_conflicts:
+                raise UsageError("an upsert updates conflicting rows: it takes no ignore_conflicts")
+            return cls.UPSERT
+        if operation != "create":
+            raise UsageError(f"unknown load operation {operation!r}: use create or upsert")
+        return cls.CREATE_IGNORE if ignore_conflicts else cls.CREATE
+
+    @property
+    def operation(self) -> str:
+        """``create`` or ``upsert``: the command's name."""
+        return "upsert" if self is LoadMode.UPSERT else "create"
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """The options of a create or upsert, as the API and the CLI take them.
+
+    Attributes:
+        model: the model class to load into.
+        rows: a path, ``"-"`` (stdin), a :class:`~bulkpar.inputs.sources.FileSource`
+            or an iterable of dicts.
+        mode: create, create ignoring conflicts, or upsert.
+        unique: upsert: the fields identifying a row (``"a,b"`` or an iterable).
+        update: upsert: the fields overwritten on existing rows (None: every
+            supplied field but the unique ones).
+        format, delimiter: how to read a file (default: from its name; ``,``).
+        map: input column → field renames.
+        const: field → value set on every record.
+        ignore_unknown: drop input columns that match no field.
+        full_clean: run the fields' validators and ``clean()`` on every record.
+        method: the writer (see :mod:`bulkpar.writers`).
+        run: the options every operation shares.
+    """
+
+    model: Any
+    rows: Any
+    mode: LoadMode = LoadMode.CREATE
+    unique: Iterable[str] | str | None = None
+    update: Iterable[str] | str | None = None
+    format: str | None = None
+    delimiter: str | None = None
+    map: Mapping[str, str] | None = None
+    const: Mapping[str, Any] | None = None
+    ignore_unknown: bool = False
+    full_clean: bool = False
+    method: str = "auto"
+    run: RunSpec = field(default_factory=RunSpec)
+
+    def validate(self) -> CheckedOperation:
+        """Check every option once, read the input's first record, build the job.
+
+        The upsert key policy lives here: a unique constraint must cover
+        exactly ``unique``; ``update`` names neither a unique field nor the
+        primary key, nor a field the input does not supply.
+
+        Raises:
+            bulkpar.errors.UsageError: naming the option and the fix.
+            bulkpar.errors.InputError: the input cannot be read or is empty.
+        """
+        from django.db import router
+
+        from bulkpar.inputs.conversion import is_database_filled, required_fields
+
+        model = self.model
+        if not is_model_class(model):
+            raise UsageError(f"expected a model class, got {model!r}")
+        check_loadable(model)
+        options = self.run.validate()
+        alias = self.run.database or router.db_for_write(model)
+        meta = model._meta
+        source, first, records = read_input(self.rows, self.format, self.delimiter)
+        columns = input_columns(model, source, first, self.map, self.const, self.ignore_unknown)
+        supplied = set(columns.supplied)
+        if first is not None and columns.text_cells:  # a CSV header holds for every record
+            absent = [f.name for f in required_fields(model) if f.name not in supplied]
+            if absent:
+                raise UsageError(
+                    f"the input {source.name} has no column for required field(s) "
+                    f"{', '.join(absent)} of {meta.label} (NOT NULL, no default); "
+                    "add the column or give --const FIELD=VALUE"
+                )
+        unique = field_names(model, names(self.unique), "--unique")
+        update: tuple[str, ...] = ()
+        sort: tuple[str, ...] = ()
+        if self.mode is LoadMode.UPSERT:
+            update = self._upsert_keys(model, unique, columns, source, first is not None)
+        else:
+            sort = next((s for s in unique_field_sets(model) if set(s) <= supplied), ())
+        check_database(alias, model)
+        job = LoadJob(
+            operation=self.mode.operation,
+            model=model_label(model),
+            database=alias,
+            columns=columns,
+            unique=unique,
+            update=update,
+            ignore_conflicts=self.mode is LoadMode.CREATE_IGNORE,
+            sort=sort,
+            # a key with a Python default is filled per record, as Model() does
+            insert_pk=meta.pk.name in supplied or not is_database_filled(meta.pk),
+            writer=writer(self.method, alias, self.mode.value),
+            validate=self.full_clean,
+        )
+        # a key meets itself in input order: upserts by their unique key, creates by the key
+        # their chunks are sorted by (with ignore_conflicts the first record wins)
+        partition = partitioner(model, columns, unique or sort, options, alias)
+        rows = self.rows
+        sized = len(rows) if hasattr(rows, "__len__") and not isinstance(rows, str) else None
+        return CheckedOperation(
+            job=job,
+            options=options,
+            target=target(options, alias),
+            fingerprint=input_fingerprint(job, source, self.run.chunk, partition),
+            planner=functools.partial(
+                plan_input,
+                itertools.chain([first] if first is not None else [], records),
+                self.run.chunk,
+                source,
+                partition,
+                source.total_bytes if source.total_bytes is not None else sized,
+            ),
+            checkpoint=self.run.checkpoint,
+            input_name=source.name,
+        )
+
+    def _upsert_keys(
+        self, model: Any, unique: tuple[str, ...], columns: ColumnPlan, source: Source, read: bool
+    ) -> tuple[str, ...]:
+        """Check the upsert's key policy; return the fields it overwrites."""
+        meta = model._meta
+        if not unique:
+            raise UsageError("upsert needs --unique: the fields that identify a row")
+        if not any(set(s) == set(unique) for s in unique_field_sets(model)):
+            choices = " or ".join(f"--unique {','.join(s)}" for s in unique_field_sets(model))
+            raise UsageError(
+                f"no unique constraint of {meta.label} covers exactly "
+                f"({', '.join(unique)}); add unique=True or a UniqueConstraint "
+                f"(and migrate), or use {choices}"
+            )
+        supplied = columns.supplied
+        missing = [n for n in unique if read and n not in supplied]
+        if missing:
+            raise UsageError(
+                f"the input {source.name} has no column for unique field(s) "
+                f"{', '.join(missing)}; every record must give the key"
+            )
+        if self.update is None:
+            return tuple(n for n in supplied if n not in unique and n != meta.pk.name)
+        update = field_names(model, names(self.update), "--update")
+        overlap = set(update) & set(unique)
+        if overlap:
+            raise UsageError(
+                f"--update names unique field(s) {', '.join(sorted(overlap))}; "
+                "a row's key cannot be overwritten"
+            )
+        if meta.pk.name in update:
+            raise UsageError(
+                f"--update names the primary key {meta.pk.name!r}; an upsert never "
+                "overwrites the key of an existing row (leave it out of --update)"
+            )
+        absent = [n for n in update if read and n not in supplied]
+        if absent:
+            raise UsageError(
+                f"--update names {', '.join(absent)}, which the input {source.name} does "
+                f"not supply (it gives {', '.join(supplied) or 'no fields'}); "
+                "add the column, --const it, or drop it from --update"
+            )
+        return update
+
+
+def read_input(
+    rows: Any, format: str | None, delimiter: str | None
+) -> tuple[Source, Record | None, Iterator[Record]]:
+    """The input's source, its first record (None: no records) and the rest.
+
+    Raises:
+        InputError: a file with no records: almost always a mistake upstream.
+    """
+    from bulkpar.inputs.sources import as_source
+
+    source = as_source(rows, format, delimiter)
+    records = iter(source)
+    first = next(records, None)
+    if first is None and isinstance(source, FileSource):
+        raise InputError(
+            f"input {source.name} holds no records (an empty file, or a CSV header "
+            "alone); nothing to load: check the export that produced it"
+        )
+    return source, first, records
+
+
+def input_columns(
+    model: Any,
+    source: Source,
+    first: Record | None,
+    rename: Mapping[str, str] | None,
+    consts: Mapping[str, Any] | None,
+    ignore_unknown: bool,
+) -> ColumnPlan:
+    """How the input's keys (those of its first record) map to the model's fields."""
+    from bulkpar.inputs.conversion import plan_columns
+
+    text_cells = source.format == "csv"
+    if first is None:
+        return ColumnPlan(text_cells=text_cells)
+    return plan_columns(
+        model, first.values.keys(), rename=rename, consts=consts,
+        ignore_unknown=ignore_unknown, text_cells=text_cells, source=source.name,
+    )  # fmt: skip
+
+
+def partitioner(
+    model: Any, columns: ColumnPlan, key: tuple[str, ...], options: RunOptions, alias: str
+) -> KeyPartitioner | None:
+    """Routes records by ``key`` so each key's records run in input order (None: no key)."""
+    from django.db import connections
+
+    if not key:
+        return None
+    workers = 1 if options.executor == "serial" else options.workers
+    return KeyPartitioner(
+        model, columns, key, partition_count(workers), vendor=connections[alias].vendor
+    )
+
+
+def input_fingerprint(
+    job: Any, source: Source, chunk: int, partition: KeyPartitioner | None
+) -> dict[str, Any]:
+    """What identifies a load (or an input save) for a checkpoint: the partition count
+    too, since it decides what each chunk holds."""
+    description = {
+        "operation": job.operation,
+        "model": job.model,
+        "database": job.database,
+        "input": source.identity(),
+        "columns": repr(job.columns),
+        "unique": list(getattr(job, "unique", ())),
+        "update": list(getattr(job, "update", ())),
+        "match": list(getattr(job, "match", ())),
+        "ignore_conflicts": getattr(job, "ignore_conflicts", False),
+        "chunk": chunk,
+    }
+    if partition is not None:
+        description["partitions"] = partition.partitions
+    return description
+
+
+def plan_input(
+    records: Iterable[Record],
+    chunk: int,
+    source: Source,
+    partition: KeyPartitioner | None,
+    total: int | None,
+    checkpoint: Checkpoint | None,
+) -> Plan:
+    """The batches of an input, cut lazily; progress in bytes for a file."""
+    return Plan(
+        chunks=plan_batches(records, chunk, source.bytes_read, partition=partition),
+        total=total,
+        unit="bytes" if source.total_bytes is not None else "rows",
+        counts_input=True,
+        checkpoint=checkpoint,
+    )
 
 
 @dataclass(frozen=True)

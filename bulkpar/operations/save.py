@@ -16,10 +16,12 @@ leaves no trace (no stale primary keys, no half-saved state) in the next one.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import pickle
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +33,169 @@ from bulkpar.inputs.conversion import (
     RowRejected,
     validate_instance,
 )
-from bulkpar.operations.load import reject_batch, split_batch
-from bulkpar.operations.update import reject_pk_range, split_pk_range
+from bulkpar.operations.load import (
+    input_columns,
+    input_fingerprint,
+    partitioner,
+    plan_input,
+    read_input,
+    reject_batch,
+    split_batch,
+    unique_field_sets,
+)
+from bulkpar.operations.options import CheckedOperation, RunSpec, target
+from bulkpar.operations.references import (
+    as_queryset,
+    field_names,
+    func_ref,
+    is_model_class,
+    is_queryset,
+    names,
+)
+from bulkpar.operations.update import (
+    plan_selection,
+    reject_pk_range,
+    selection_description,
+    split_pk_range,
+)
 
 TRANSACTION_MODES = ("chunk", "object")
+DRY_RUN_NOTE = (
+    "dry run: save() overrides and signal receivers ran; whatever they did outside "
+    "this database (e-mails, API calls, caches) was not rolled back."
+)
+
+
+@dataclass(frozen=True)
+class SaveSpec:
+    """The options of a save, as :func:`bulkpar.save` and ``bulkpar save`` take them.
+
+    Two modes: with ``rows`` each record becomes (or, with ``match``, updates)
+    an instance of the model ``source``; without, every object ``source``
+    selects is loaded, passed to ``func`` and saved.
+
+    Attributes:
+        source: a model class, or (without rows) a QuerySet.
+        rows: a path, ``"-"``, a FileSource or an iterable of dicts (None: queryset mode).
+        func: queryset mode: applied to each object before its save.
+        match: input mode: the fields that find the existing object.
+        fields: queryset mode: ``save(update_fields=…)``.
+        setup: run once in every worker after ``django.setup()``.
+        transaction: ``chunk`` or ``object``.
+        format, delimiter, map, const, ignore_unknown: input mode, as for a load.
+        full_clean: ``full_clean()`` (no unique checks) before every save.
+        run: the options every operation shares.
+    """
+
+    source: Any
+    rows: Any = None
+    func: Callable[[Any], Any] | str | None = None
+    match: Iterable[str] | str | None = None
+    fields: Iterable[str] | str | None = None
+    setup: Callable[[], Any] | str | None = None
+    transaction: str = "chunk"
+    format: str | None = None
+    delimiter: str | None = None
+    map: Mapping[str, str] | None = None
+    const: Mapping[str, Any] | None = None
+    ignore_unknown: bool = False
+    full_clean: bool = False
+    run: RunSpec = field(default_factory=lambda: RunSpec(chunk=500))
+
+    def validate(self) -> CheckedOperation:
+        """Check every option once and build the job, before any write.
+
+        Raises:
+            bulkpar.errors.UsageError: an option of the other mode (``--match``
+                without rows, ``--func`` with them …), a ``--match`` no unique
+                constraint covers, an unknown field or function, a run option.
+            bulkpar.errors.InputError: the input cannot be read or is empty.
+        """
+        from django.db import router
+
+        from bulkpar.bootstrap import check_database, model_label
+        from bulkpar.errors import UsageError
+
+        if self.transaction not in TRANSACTION_MODES:
+            raise UsageError(f"transaction must be 'chunk' or 'object' (got {self.transaction!r})")
+        fields = names(self.fields, "--fields")
+        if self.rows is not None:
+            if is_queryset(self.source) or self.func is not None or fields:
+                raise UsageError(
+                    "--input cannot be combined with --filter/--exclude/--func/--fields: "
+                    "rows bring their own objects (pass a model class and no func or fields)"
+                )
+            if not is_model_class(self.source):
+                raise UsageError("with rows, the first argument must be a model class")
+        else:
+            if self.match:
+                raise UsageError("--match goes with --input (rows), not with a queryset")
+            if self.delimiter is not None:
+                raise UsageError("--delimiter goes with --input (rows), not with a queryset")
+        options = self.run.validate()
+        chunk = self.run.chunk
+        setup = func_ref(self.setup, options, "--setup") if self.setup is not None else None
+
+        if self.rows is not None:
+            model = self.source
+            alias = self.run.database or router.db_for_write(model)
+            source, first, records = read_input(self.rows, self.format, self.delimiter)
+            columns = input_columns(model, source, first, self.map, self.const, self.ignore_unknown)
+            match = field_names(model, names(self.match), "--match")
+            if match and not any(set(s) == set(match) for s in unique_field_sets(model)):
+                raise UsageError(
+                    f"--match {','.join(match)} is not covered by a unique constraint of "
+                    f"{model._meta.label}, so it may find several objects; use one of: "
+                    + " or ".join(",".join(s) for s in unique_field_sets(model))
+                )
+            check_database(alias, model)
+            job = SaveJob(
+                model=model_label(model), database=alias, columns=columns, match=match,
+                transaction=self.transaction, validate=self.full_clean,
+            )  # fmt: skip
+            partition = partitioner(model, columns, match, options, alias)
+            fingerprint = input_fingerprint(job, source, chunk, partition)
+            stream = itertools.chain([first] if first is not None else [], records)
+            planner = functools.partial(
+                plan_input, stream, chunk, source, partition, source.total_bytes
+            )
+            input_name = source.name
+        else:
+            queryset = as_queryset(self.source)
+            model = queryset.model
+            alias = self.run.database or queryset._db or router.db_for_write(model)
+            update_fields = field_names(model, fields, "--fields")
+            job = SaveJob(
+                model=model_label(model),
+                database=alias,
+                query=pickle.dumps(queryset.order_by().query),
+                func=func_ref(self.func, options) if self.func is not None else None,
+                fields=update_fields,
+                transaction=self.transaction,
+                validate=self.full_clean,
+            )
+            check_database(alias, model)  # before counting the rows
+            selection = job.queryset()
+            # the keys an update's fingerprint has ("set", "touch") stay, so that
+            # journals written before save had a fingerprint of its own still resume
+            fingerprint = {
+                "operation": "save", "model": job.model, "database": alias,
+                "selection": selection_description(selection), "set": [],
+                "func": repr(job.func), "fields": list(update_fields), "touch": True,
+                "chunk": chunk, "transaction": self.transaction,
+            }  # fmt: skip
+            planner = functools.partial(plan_selection, selection, chunk)
+            input_name = "the input"
+        return CheckedOperation(
+            job=job,
+            options=options,
+            target=target(options, alias, setup),
+            fingerprint=fingerprint,
+            planner=planner,
+            checkpoint=self.run.checkpoint,
+            input_name=input_name,
+            notes=(DRY_RUN_NOTE,) if self.run.dry_run else (),
+        )
 
 
 @dataclass

@@ -19,19 +19,130 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import operator
 import pickle
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bulkpar.errors import RowError
+from bulkpar.bootstrap import check_database, model_label
+from bulkpar.engine.checkpoint import Checkpoint
+from bulkpar.engine.runner import Plan
+from bulkpar.errors import RowError, UsageError
 from bulkpar.inputs.conversion import Reject
-from bulkpar.inputs.selection_strings import is_json_null
+from bulkpar.inputs.selection_strings import check_assignment, get_concrete_field, is_json_null
+from bulkpar.operations.options import CheckedOperation, RunSpec, resume_point, target
+from bulkpar.operations.references import as_queryset, field_names, func_ref, names, writer
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """The options of an update, as :func:`bulkpar.update` and ``bulkpar update`` take them.
+
+    Attributes:
+        queryset: a model class (all rows) or a QuerySet (its filters select the rows).
+        set: field name → value, for one SQL ``UPDATE`` per chunk.
+        func: a callable or ``"module:callable"`` applied to each loaded instance.
+        fields: the fields ``func`` may change (``"a,b"`` or an iterable).
+        touch: refresh ``auto_now`` fields of written rows.
+        lock: ``SELECT … FOR UPDATE`` each chunk's rows before ``func`` runs.
+        method: the writer of ``func``'s changes (see :mod:`bulkpar.writers`).
+        run: the options every operation shares.
+    """
+
+    queryset: Any
+    set: Mapping[str, Any] | None = None
+    func: Callable[[Any], Any] | str | None = None
+    fields: Iterable[str] | str | None = None
+    touch: bool = True
+    lock: bool = False
+    method: str = "auto"
+    run: RunSpec = dataclasses.field(default_factory=RunSpec)
+
+    def validate(self) -> CheckedOperation:
+        """Check every option once and build the job, before any write.
+
+        Raises:
+            bulkpar.errors.UsageError: neither or both of set and func, fields
+                without func, an unknown field, the primary key in set, a value
+                the column cannot hold, an invalid run option.
+            bulkpar.errors.BulkparError: the database cannot be reached.
+        """
+        from django.db import connections, router
+
+        queryset = as_queryset(self.queryset)
+        model = queryset.model
+        if (self.set is None) == (self.func is None):
+            raise UsageError("give either --set FIELD=VALUE or --func MODULE:CALLABLE (not both)")
+        fields = names(self.fields, "--fields")
+        if fields and self.func is None:
+            raise UsageError("--fields goes with --func")
+        options = self.run.validate()
+        alias = self.run.database or queryset._db or router.db_for_write(model)
+        targets = []
+        if self.set is not None:
+            if not self.set:
+                raise UsageError("set is empty: name at least one field=value")
+            for name, value in self.set.items():
+                field = get_concrete_field(model, name, option="set", spec=f"{name}=…")
+                if field.primary_key:
+                    raise UsageError(f"set cannot change the primary key {name!r}")
+                targets.append((field, value))
+        changeable = field_names(model, fields, "fields")
+        func = func_ref(self.func, options) if self.func is not None else None
+        query = pickle.dumps(queryset.order_by().query)
+        check_database(alias, model)
+        assignments = tuple(
+            (field.attname, check_assignment(field, value, connection=connections[alias]))
+            for field, value in targets
+        )
+        job = UpdateJob(
+            model=model_label(model),
+            database=alias,
+            query=query,
+            chunk=self.run.chunk,
+            assignments=assignments,
+            func=func,
+            fields=changeable,
+            touch=self.touch,
+            lock=self.lock,
+            writer=writer(self.method, alias, "update"),
+        )
+        return CheckedOperation(
+            job=job,
+            options=options,
+            target=target(options, alias),
+            fingerprint=job.describe(),
+            planner=functools.partial(plan_selection, job.queryset(), job.chunk),
+            checkpoint=self.run.checkpoint,
+        )
+
+
+def selection_description(queryset: Any) -> list[Any]:
+    """A selection's SQL and parameters, for a checkpoint fingerprint."""
+    sql, params = queryset.query.sql_with_params()
+    return [sql, [repr(p) for p in params]]
+
+
+def plan_selection(queryset: Any, chunk: int, checkpoint: Checkpoint | None) -> Plan:
+    """The pk ranges of ``queryset`` a run still has to do (outside the committed ones).
+
+    Shared by ``update`` and the queryset mode of ``save``: the rows are counted
+    once, when the run starts, and the ranges planned lazily as workers free up.
+    """
+    skip, first_index = resume_point(checkpoint)
+    matched = int(exclude_ranges(queryset, skip).count())
+    return Plan(
+        chunks=plan_pk_ranges(queryset, chunk, skip=skip, first_index=first_index),
+        total=matched,
+        matched=matched,
+        checkpoint=checkpoint,
+    )
 
 
 @dataclass(frozen=True)
@@ -274,22 +385,13 @@ class UpdateJob:
         queryset.query = pickle.loads(self.query)
         return queryset
 
-    def total_rows(self, skip: Sequence[tuple[Any, Any]] = ()) -> int:
-        """Rows selected, outside the ``skip`` ranges."""
-        return int(exclude_ranges(self.queryset(), skip).count())
-
-    def plan(self, skip: Sequence[tuple[Any, Any]] = (), first_index: int = 0) -> Iterator[PkRange]:
-        """The chunks, planned lazily (see :func:`plan_pk_ranges`)."""
-        return plan_pk_ranges(self.queryset(), self.chunk, skip=skip, first_index=first_index)
-
     def describe(self) -> dict[str, Any]:
         """What identifies this job for a checkpoint fingerprint."""
-        sql, params = self.queryset().query.sql_with_params()
         return {
             "operation": self.operation,
             "model": self.model,
             "database": self.database,
-            "selection": [sql, [repr(p) for p in params]],
+            "selection": selection_description(self.queryset()),
             "set": [[name, repr(value)] for name, value in self.assignments],
             "func": self.func if isinstance(self.func, str) else repr(self.func),
             "fields": list(self.fields),

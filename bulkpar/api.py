@@ -6,6 +6,7 @@ result; nothing here prints or imports a terminal library.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
 from collections.abc import Callable, Iterable, Mapping
@@ -700,3 +701,107 @@ def save(
         progress=arguments.progress_sink(progress),
         notes=notes,
     )
+
+
+def delete(
+    queryset: Any,
+    *,
+    archive: str | None = None,
+    chunk: int = 1000,
+    workers: int | None = None,
+    executor: str = "process",
+    start_method: str | None = None,
+    database: str | None = None,
+    retries: int = 5,
+    on_error: str = "abort",
+    dry_run: bool = False,
+    checkpoint: str | None = None,
+    progress: bool | ProgressSink = False,
+) -> Report:
+    """Delete the rows of ``queryset`` in parallel chunks of primary-key ranges.
+
+    Each chunk is deleted in one transaction by Django's deletion collector,
+    as ``queryset.delete()`` would delete it: ``on_delete`` rules (CASCADE,
+    SET_NULL, PROTECT, RESTRICT) apply and ``pre_delete``/``post_delete``
+    fire for every object; where the collector says it is safe (no signals,
+    no cascades) a chunk is one ``DELETE … WHERE``. A PROTECT or RESTRICT
+    reference fails its chunk, which is left whole.
+
+    Args:
+        queryset: a model class (all rows) or a QuerySet (its filters select
+            the rows; not sliced, not ``.values()``).
+        archive: a JSON Lines file (gzip when it ends in ``.gz``) that
+            receives every deleted row, cascaded rows too, as its concrete
+            fields by attname plus ``"_model": "app_label.ModelName"``; a
+            chunk is deleted and archived, or neither. The file is appended
+            to, so a resumed run continues it. ``bulkpar.create(Model,
+            archive)`` loads a model's rows back.
+        chunk: rows of the selected model per chunk (cascades come on top).
+        on_error: ``"abort"`` or ``"skip"`` (a delete is not bisected).
+        dry_run: delete inside transactions that are rolled back and report
+            what would be deleted, cascades included; nothing is archived.
+        checkpoint, workers, executor, start_method, database, retries,
+        progress: as for :func:`update`.
+
+    Returns:
+        The run's Report: ``report.deleted`` holds the rows deleted per
+        model, ``report.written`` those of the selected model;
+        ``matched = written + skipped + failed_rows + not_attempted``.
+    """
+    import os
+
+    from django.db import router
+
+    from bulkpar.operations.delete import DeleteJob, collect_parts
+
+    queryset = arguments.as_queryset(queryset)
+    model = queryset.model
+    if chunk < 1:
+        raise UsageError(f"chunk must be at least 1 (got {chunk})")
+    if on_error == "bisect":
+        raise UsageError("delete takes on_error 'abort' or 'skip': a chunk is deleted whole or not")
+    options = arguments.run_options(workers, executor, start_method, retries, on_error)
+    options = dataclasses.replace(options, dry_run=dry_run)
+    alias = database or queryset._db or router.db_for_write(model)
+    check_database(alias, model)
+    parts = None
+    if archive is not None and not dry_run:
+        parts = f"{archive}.parts"
+        try:
+            with open(archive, "ab"):
+                pass
+            os.makedirs(parts, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the archive {archive!r}: {exc.strerror or exc}"
+            ) from None
+    job = DeleteJob(
+        model=model_label(model),
+        database=alias,
+        query=pickle.dumps(queryset.order_by().query),
+        chunk=chunk,
+        parts=parts,
+    )
+    if parts is not None:
+        assert archive is not None
+        collect_parts(parts, archive, model, alias)  # what a stopped run committed
+    journal = arguments.open_checkpoint(checkpoint, job.describe(), dry_run)
+    skip, first_index = arguments.resume_point(journal)
+    matched = job.total_rows(skip)
+    plan = Plan(
+        chunks=job.plan(skip, first_index), total=matched, matched=matched, checkpoint=journal
+    )
+    try:
+        return run(
+            job,
+            plan,
+            options,
+            arguments.target(options, alias),
+            progress=arguments.progress_sink(progress),
+        )
+    finally:
+        if parts is not None:
+            assert archive is not None
+            collect_parts(parts, archive, model, alias)
+            with contextlib.suppress(OSError):
+                os.rmdir(parts)

@@ -495,10 +495,51 @@ def save(**params: Any) -> None:
     _finish(report, params["as_json"])
 
 
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@project_options
+@model_option
+@selection_options
+@click.option(
+    "--archive",
+    metavar="FILE",
+    help='Append every deleted row, cascaded rows too (each with its "_model"), to this '
+    "JSON Lines file (gzip when it ends in .gz) in the chunk that deletes it; "
+    "'bulkpar create' loads it back.",
+)
+@run_options()
+def delete(**params: Any) -> None:
+    """Delete rows, chunk by chunk over primary-key ranges, as queryset.delete() would.
+
+    \b
+    Examples:
+      bulkpar delete --model events.Event --filter created__lt=2024-01-01 --chunk 2000 \\
+          --workers 4 --archive old-events.jsonl.gz --checkpoint purge.ck
+
+    Each chunk is one transaction through Django's deletion collector: on_delete
+    rules (CASCADE, SET_NULL, PROTECT, RESTRICT) apply and pre_delete/post_delete
+    fire. A PROTECT or RESTRICT reference fails its chunk, which is left whole.
+    """
+    from bulkpar import api
+    from bulkpar.bootstrap import resolve_model, setup_django
+    from bulkpar.inputs.selection import select
+
+    with errors_as_click_exceptions(params["traceback"]):
+        setup_django(params["settings"], params["pythonpath"])
+        model = resolve_model(params["model_label"])
+        queryset = select(
+            model,
+            filters=params["filters"],
+            excludes=params["excludes"],
+            database=params["database"],
+        )
+        report = api.delete(queryset, archive=params["archive"], **_run_kwargs(params))
+    _finish(report, params["as_json"])
+
+
 @cli.command(
     context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True, "allow_extra_args": True}
 )
-@click.argument("operation", type=click.Choice(["update", "create", "upsert", "save"]))
+@click.argument("operation", type=click.Choice(["update", "create", "upsert", "save", "delete"]))
 @project_options
 @click.option(
     "--workers",

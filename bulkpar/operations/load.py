@@ -19,6 +19,7 @@ from typing import Any
 from bulkpar.errors import UsageError
 from bulkpar.inputs.conversion import (
     ColumnPlan,
+    OtherModel,
     Reject,
     RowConverter,
     RowRejected,
@@ -207,7 +208,7 @@ class LoadJob:
         model = self.model_class()
         meta = model._meta
         start = time.perf_counter()
-        objs, rejects = self._convert(model, chunk.records)
+        objs, rejects, others = self._convert(model, chunk.records)
         duplicates = 0
         if self.unique:
             by_key: dict[tuple[Any, ...], Any] = {}
@@ -254,7 +255,7 @@ class LoadJob:
             "created": counts.created,
             "updated": counts.updated,
             "unchanged": counts.unchanged,
-            "skipped": counts.skipped,
+            "skipped": counts.skipped + others,
             "rejected": len(rejects),
             "duplicates": duplicates,
             "rejects": tuple(rejects),
@@ -268,7 +269,10 @@ class LoadJob:
             if getattr(f, "auto_now", False) and f.name not in self.update
         ]  # fmt: skip
 
-    def _convert(self, model: Any, records: Iterable[Record]) -> tuple[list[Any], list[Reject]]:
+    def _convert(
+        self, model: Any, records: Iterable[Record]
+    ) -> tuple[list[Any], list[Reject], int]:
+        """The records' instances, the rejected records, and how many are other models' rows."""
         from django.db import connections
 
         meta = model._meta
@@ -284,6 +288,7 @@ class LoadJob:
         needed = [meta.get_field(n) for n in (*self.unique, *self.update)]
         objs: list[Any] = []
         rejects: list[Reject] = []
+        others = 0
         for record in records:
             try:
                 values = converter.convert(record.values)
@@ -299,6 +304,9 @@ class LoadJob:
                     if self.unique:
                         exclude = [f.name for f in meta.concrete_fields if f.attname not in values]
                     validate_instance(obj, exclude=exclude, database=self.database)
+            except OtherModel:
+                others += 1  # another model's row in a delete archive: not this load's
+                continue
             except RowRejected as exc:
                 rejects.append(Reject(record.line, record.values, exc.field, exc.message))
                 continue
@@ -308,7 +316,7 @@ class LoadJob:
             for field in auto:
                 field.pre_save(obj, add=True)
             objs.append(obj)
-        return objs, rejects
+        return objs, rejects, others
 
 
 def check_loadable(model: type[Any]) -> None:

@@ -244,3 +244,21 @@ def test_cli_delete_with_archive_and_json_then_create_loads_it_back(db, tmp_path
     )
     assert refused.returncode == 2
     assert "abort' or 'skip'" in refused.stderr
+
+
+def test_bench_delete_is_rolled_back(db, run_cli):
+    build()
+    before = snapshot()
+
+    result = run_cli(
+        "bench", "delete", *SETTINGS, "--model", "testapp.Tenant",
+        "--filter", "name__startswith=old", "--workers", "1,2", "--chunk", "1",
+        "--repeat", "1", "--json", timeout=600,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert len(data["runs"]) == 3  # the serial reference, then 1 and 2 workers
+    assert all(run["ok"] and run["rows"] == 3 for run in data["runs"])
+    assert all(run["combo"]["method"] is None for run in data["runs"])
+    assert snapshot() == before

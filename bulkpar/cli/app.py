@@ -508,7 +508,7 @@ def save(**params: Any) -> None:
 )
 @run_options()
 def delete(**params: Any) -> None:
-    """Delete rows, chunk by chunk over primary-key ranges, as queryset.delete() would.
+    """Delete rows as queryset.delete() does, chunk by chunk over pk ranges.
 
     \b
     Examples:

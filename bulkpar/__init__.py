@@ -12,7 +12,7 @@ each hold their own database connection (one transaction per chunk), and
 returns a :class:`~bulkpar.report.Report`.
 """
 
-from bulkpar.api import create, save, update, upsert
+from bulkpar.api import create, delete, save, update, upsert
 from bulkpar.errors import BulkparError
 from bulkpar.report import ChunkResult, Report
 
@@ -24,6 +24,7 @@ __all__ = [
     "Report",
     "__version__",
     "create",
+    "delete",
     "save",
     "update",
     "upsert",

@@ -1,7 +1,8 @@
 """The Python API: thin functions that pack their arguments into an operation's spec and run it.
 
 Each function builds the spec (:class:`~bulkpar.operations.update.UpdateSpec`,
-:class:`~bulkpar.operations.load.LoadSpec`, :class:`~bulkpar.operations.save.SaveSpec`)
+:class:`~bulkpar.operations.load.LoadSpec`, :class:`~bulkpar.operations.save.SaveSpec`,
+:class:`~bulkpar.operations.delete.DeleteSpec`)
 and hands it to :func:`execute`: the spec's ``validate()`` holds every check,
 for the API and the CLI alike. The CLI builds the same specs and calls
 :func:`execute`; nothing here prints or imports a terminal library.
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bulkpar.engine.runner import ProgressSink, run
+from bulkpar.operations.delete import DeleteSpec
 from bulkpar.operations.load import LoadMode, LoadSpec
 from bulkpar.operations.options import RunSpec
 from bulkpar.operations.save import SaveSpec
@@ -130,7 +132,7 @@ def update(
     return execute(spec)
 
 
-def execute(spec: UpdateSpec | LoadSpec | SaveSpec) -> Report:
+def execute(spec: UpdateSpec | LoadSpec | SaveSpec | DeleteSpec) -> Report:
     """Run an operation given as its spec (what the CLI builds from its options).
 
     The spec's ``validate()`` checks every option before anything is written;
@@ -140,14 +142,15 @@ def execute(spec: UpdateSpec | LoadSpec | SaveSpec) -> Report:
         bulkpar.errors.BulkparError: as the operation's function would.
     """
     operation = spec.validate()
-    return run(
-        operation.job,
-        operation.plan(),
-        operation.options,
-        operation.target,
-        progress=spec.run.progress_sink(),
-        notes=operation.notes,
-    )
+    with operation.session():
+        return run(
+            operation.job,
+            operation.plan(),
+            operation.options,
+            operation.target,
+            progress=spec.run.progress_sink(),
+            notes=operation.notes,
+        )
 
 
 def create(
@@ -415,3 +418,61 @@ def save(
         ),
     )
     return execute(spec)
+
+
+def delete(
+    queryset: Any,
+    *,
+    archive: str | None = None,
+    chunk: int = 1000,
+    workers: int | None = None,
+    executor: str = "process",
+    start_method: str | None = None,
+    database: str | None = None,
+    retries: int = 5,
+    on_error: str = "abort",
+    dry_run: bool = False,
+    checkpoint: str | None = None,
+    progress: bool | ProgressSink = False,
+) -> Report:
+    """Delete the rows of ``queryset`` in parallel chunks of primary-key ranges.
+
+    Each chunk is deleted in one transaction by Django's deletion collector,
+    as ``queryset.delete()`` would delete it: ``on_delete`` rules (CASCADE,
+    SET_NULL, PROTECT, RESTRICT) apply and ``pre_delete``/``post_delete``
+    fire for every object; where the collector says it is safe (no signals,
+    no cascades) a chunk is one ``DELETE … WHERE``. A PROTECT or RESTRICT
+    reference fails its chunk, which is left whole.
+
+    Args:
+        queryset: a model class (all rows) or a QuerySet (its filters select
+            the rows; not sliced, not ``.values()``).
+        archive: a JSON Lines file (gzip when it ends in ``.gz``) that
+            receives every deleted row, cascaded rows too, as its concrete
+            fields by attname plus ``"_model": "app_label.ModelName"``; a
+            chunk is deleted and archived, or neither. The file is appended
+            to, so a resumed run continues it. ``bulkpar.create(Model,
+            archive)`` loads a model's rows back.
+        chunk: rows of the selected model per chunk (cascades come on top).
+        on_error: ``"abort"`` or ``"skip"`` (a delete is not bisected).
+        dry_run: delete inside transactions that are rolled back and report
+            what would be deleted, cascades included; nothing is archived.
+        checkpoint, workers, executor, start_method, database, retries,
+        progress: as for :func:`update`.
+
+    Returns:
+        The run's Report: ``report.deleted`` holds the rows deleted per
+        model, ``report.written`` those of the selected model;
+        ``matched = written + skipped + failed_rows + not_attempted``.
+    """
+    return execute(
+        DeleteSpec(
+            queryset,
+            archive=archive,
+            run=RunSpec(
+                chunk=chunk, workers=workers, executor=executor, start_method=start_method,
+                database=database, retries=retries, on_error=on_error, dry_run=dry_run,
+                checkpoint=checkpoint, progress=progress,
+            ),
+        )
+    )  # fmt: skip

@@ -55,6 +55,10 @@ class DatabaseUnreachableError(BulkparError):
     """The database named by the job cannot be connected to."""
 
 
+class DeleteRefusedError(BulkparError):
+    """A PROTECT or RESTRICT foreign key forbids deleting a row of a chunk (``bulkpar.delete``)."""
+
+
 class WorkerSetupError(BulkparError):
     """A worker process could not start (django.setup() or --setup failed)."""
 

@@ -30,6 +30,9 @@ COUNTERS = (
     "duplicates",
 )
 
+#: Operations over selected rows whose ``written`` is their own count (not created + updated).
+SELECTS = ("update", "delete")
+
 
 @dataclass(frozen=True)
 class ChunkResult:
@@ -50,6 +53,7 @@ class ChunkResult:
         rejected: input records that could not be converted (see ``rejects``).
         duplicates: records superseded by a later record with the same key.
         rejects: the rejected records (:class:`bulkpar.inputs.conversion.Reject`).
+        deleted: rows deleted per model label, cascades included (deletes).
         seconds: wall time of the chunk inside the worker.
         phases: seconds per phase (``load``, ``transform``, ``write``).
         retries: transient failures retried before the final outcome.
@@ -82,6 +86,7 @@ class ChunkResult:
     row: Any = None
     worker: int | None = None
     inexact: bool = False
+    deleted: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -157,14 +162,14 @@ class Report:
     """What a bulkpar run did, returned by every API call and rendered by the CLI.
 
     Attributes:
-        operation: ``"update"``, ``"create"``, ``"upsert"`` or ``"save"``.
+        operation: ``"update"``, ``"create"``, ``"upsert"``, ``"save"`` or ``"delete"``.
         model: ``app_label.ModelName``.
         database: the database alias written to.
         vendor: the database vendor (``postgresql``, ``mysql``, ``sqlite``).
         method: the writer used (``"sql"``, ``"bulk_update"``, …).
         matched: rows selected (updates) when the run was planned.
         written: rows written: changed by an update, created + updated by a
-            load, saved by a save.
+            load, saved by a save, rows of the model deleted by a delete.
         unchanged, skipped, created, updated, rejected: committed row counts.
         duplicates: input records superseded by a later one with the same key.
         input_rows: records read from the input (loads; None for updates).
@@ -200,6 +205,8 @@ class Report:
             estimate (MariaDB, another writer on the same keys); the totals
             still add up, the split may not be exact.
         notes: things the user should know about this run (e.g. SQLite serialises writers).
+        deleted: committed deletes per model label, cascades included, as
+            ``queryset.delete()`` returns them (deletes; empty otherwise).
     """
 
     operation: str
@@ -244,6 +251,7 @@ class Report:
     errors: tuple[ChunkError, ...] = ()
     notes: tuple[str, ...] = ()
     inexact: bool = False
+    deleted: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -282,11 +290,15 @@ class Report:
           skipped + rejected + duplicates + failed_rows + not_attempted``
         * save: ``input_rows`` (or ``matched``) ``= saved + skipped + rejected
           + failed_rows + not_attempted``
+        * delete: ``matched = written + skipped + failed_rows + not_attempted``
+          (skipped: rows gone before their chunk ran)
         """
         if self.operation == "update":
             names = ["written", "unchanged", "skipped", "rejected"]
         elif self.operation == "save":
             names = ["written", "skipped", "rejected"]
+        elif self.operation == "delete":
+            names = ["written", "skipped"]
         else:
             names = ["created", "updated", "unchanged", "skipped", "rejected", "duplicates"]
         terms = [(name, int(getattr(self, name))) for name in names]
@@ -304,7 +316,7 @@ class Report:
         counts += [self.total, self.created, self.updated, self.duplicates]
         if any(value < 0 for value in counts):
             return False
-        if self.operation != "update" and self.written != self.created + self.updated:
+        if self.operation not in SELECTS and self.written != self.created + self.updated:
             return False
         return sum(value for _, value in terms) == self.total
 
@@ -372,7 +384,7 @@ def build_report(
         for phase, value in result.phases.items():
             phases[phase] = round(phases.get(phase, 0.0) + value, 6)
     totals.pop("matched")
-    if operation != "update":
+    if operation not in SELECTS:
         # loads count created and updated rows; saves already report written
         totals["written"] = totals["created"] + totals["updated"]
     input_rows = context.get("input_rows")
@@ -385,10 +397,15 @@ def build_report(
         # others'), rows of an update by chunk
         key=lambda s: (s[2].line is None, s[2].line or 0, s[0], s[1]),
     )[:REJECT_SAMPLES]  # fmt: skip
+    deleted: dict[str, int] = {}
+    for result in ok:
+        for label, count in result.deleted.items():
+            deleted[label] = deleted.get(label, 0) + count
     return Report(
         operation=operation,
         model=model,
         matched=matched,
+        deleted=deleted,
         failed_rows=failed_rows,
         not_attempted=max(total - sum(r.rows for r in done), 0),
         chunks=len(ok),

@@ -141,8 +141,8 @@ def _run_spec(params: dict[str, Any]) -> Any:
         database=params["database"],
         retries=params["retries"],
         on_error=params["on_error"],
-        rejects=params["rejects"],
-        max_rejects=params["max_rejects"],
+        rejects=params.get("rejects"),  # delete takes neither
+        max_rejects=params.get("max_rejects"),
         dry_run=params["dry_run"],
         checkpoint=params["checkpoint"],
         progress=_progress_sink(params["quiet"]),
@@ -463,6 +463,48 @@ def save(**params: Any) -> None:
                 run=_run_spec(params),
             )
         )
+    _finish(report, params["as_json"])
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@project_options
+@model_option
+@selection_options
+@click.option(
+    "--archive",
+    metavar="FILE",
+    help='Append every deleted row, cascaded rows too (each with its "_model"), to this '
+    "JSON Lines file (gzip when it ends in .gz) in the chunk that deletes it; "
+    "'bulkpar create' loads it back.",
+)
+@run_options()
+def delete(**params: Any) -> None:
+    """Delete rows as queryset.delete() does, chunk by chunk over pk ranges.
+
+    \b
+    Examples:
+      bulkpar delete --model events.Event --filter created__lt=2024-01-01 --chunk 2000 \\
+          --workers 4 --archive old-events.jsonl.gz --checkpoint purge.ck
+
+    Each chunk is one transaction through Django's deletion collector: on_delete
+    rules (CASCADE, SET_NULL, PROTECT, RESTRICT) apply and pre_delete/post_delete
+    fire. A PROTECT or RESTRICT reference fails its chunk, which is left whole.
+    """
+    from bulkpar.api import execute
+    from bulkpar.bootstrap import resolve_model, setup_django
+    from bulkpar.inputs.selection import select
+    from bulkpar.operations.delete import DeleteSpec
+
+    with errors_as_click_exceptions(params["traceback"]):
+        setup_django(params["settings"], params["pythonpath"])
+        model = resolve_model(params["model_label"])
+        queryset = select(
+            model,
+            filters=params["filters"],
+            excludes=params["excludes"],
+            database=params["database"],
+        )
+        report = execute(DeleteSpec(queryset, archive=params["archive"], run=_run_spec(params)))
     _finish(report, params["as_json"])
 
 

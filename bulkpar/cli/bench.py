@@ -24,7 +24,9 @@ from typing import Any
 
 from bulkpar.errors import BulkparError, UsageError
 
-OPERATIONS = ("update", "create", "upsert", "save")
+OPERATIONS = ("update", "create", "upsert", "save", "delete")
+#: Operations without a --method (the grid has one method: None).
+NO_METHOD = ("save", "delete")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def parse_list(value: str, option: str, cast: Callable[[str], Any] = str) -> lis
 
 def reference_method(operation: str, extra: Sequence[str]) -> str | None:
     """The Django-method writer for the reference run (None where there is no --method)."""
-    if operation == "save":
+    if operation in NO_METHOD:
         return None
     if operation == "upsert" or "--ignore-conflicts" in extra:
         return "values"  # Django's bulk_create cannot report upsert or skip counts
@@ -119,7 +121,7 @@ def grid(
     reference = Combo(1, chunks[0], reference_method(operation, extra), "serial", reference=True)
     combos = [reference]
     for executor in executors:
-        for method in methods if operation != "save" else [None]:
+        for method in methods if operation not in NO_METHOD else [None]:
             for chunk in chunks:
                 for count in workers if executor != "serial" else [1]:
                     combo = Combo(count, chunk, method, executor)

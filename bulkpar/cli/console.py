@@ -103,6 +103,7 @@ _DONE = {
     "created": ("created", "would create"),
     "updated": ("updated", "would update"),
     "saved": ("saved", "would save"),
+    "deleted": ("deleted", "would delete"),
 }
 #: How many failed chunks' labels are listed under one error.
 _LABELS_SHOWN = 5
@@ -112,6 +113,8 @@ def _done(report: Report, name: str) -> str:
     """The count's name in the equation: ``written``, or ``would write`` in a dry run."""
     if report.operation == "save" and name == "written":
         name = "saved"
+    if report.operation == "delete" and name == "written":
+        name = "deleted"
     plain, dry = _DONE.get(name, (name, name))
     return dry if report.dry_run else plain
 
@@ -124,7 +127,9 @@ def _label(report: Report, unit: str, name: str) -> str:
 
 def noun(report: Report, count: int = 2) -> str:
     """What the operation's units are called: rows (updates), objects (saves), records."""
-    plural = {"update": "rows", "save": "objects"}.get(report.operation, "records")
+    plural = {"update": "rows", "delete": "rows", "save": "objects"}.get(
+        report.operation, "records"
+    )
     return plural[:-1] if count == 1 else plural
 
 
@@ -148,6 +153,12 @@ def _count_rows(report: Report) -> list[tuple[str, str]]:
         ]
         if report.skipped:
             rows.append(("objects skipped by the function", _count(report.skipped)))
+    elif report.operation == "delete":
+        rows.append((_label(report, "rows", "deleted"), _count(report.written)))
+        for label, count in sorted(report.deleted.items()):
+            rows.append((f"  {label}", _count(count)))
+        if report.skipped:
+            rows.append(("rows already gone", _count(report.skipped)))
     elif report.operation == "update":
         rows.append((_label(report, "rows", "written"), _count(report.written)))
         rows.append(("rows unchanged", _count(report.unchanged)))

@@ -36,6 +36,10 @@ from typing import Any
 from bulkpar.errors import FieldNotFoundError, UsageError, did_you_mean
 from bulkpar.inputs.selection_strings import parse_bool
 
+#: The key that names a record's model (``"app_label.ModelName"``), as ``bulkpar delete``
+#: archives write it: records of another model are skipped, the key itself is no field.
+MODEL_KEY = "_model"
+
 
 class RowRejected(Exception):
     """A record cannot be written; ``field`` names the culprit when there is one."""
@@ -44,6 +48,10 @@ class RowRejected(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class OtherModel(RowRejected):
+    """A record whose ``_model`` (:data:`MODEL_KEY`) names another model than the one loaded."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,10 @@ def plan_columns(
     table = _lookup_table(model)
     rename = dict(rename or {})
     keys = list(keys)
+    if MODEL_KEY in keys:
+        # an archive of several models: its first record may be another model's, but
+        # every record carries all the concrete fields of its own model
+        keys = [f.attname for f in model._meta.concrete_fields]
     names = sorted({f.name for f in model._meta.concrete_fields})
     for column, target in rename.items():
         if target not in table:
@@ -530,6 +542,7 @@ class RowConverter:
     ) -> None:
         meta = model._meta
         self.model = model
+        self.label = meta.label
         self.plan = plan
         table = _lookup_table(model)
         for key, target in plan.rename:
@@ -564,6 +577,7 @@ class RowConverter:
         """One record's values by attname; the fields it omits are left out.
 
         Raises:
+            OtherModel: the record's ``_model`` names another model.
             RowRejected: an unknown key, a value the field refuses, or a
                 missing required field.
         """
@@ -571,6 +585,10 @@ class RowConverter:
         columns = self.columns
         for key, raw in values.items():
             entry = columns.get(key)
+            if entry is None and key == MODEL_KEY:
+                if raw != self.label:
+                    raise OtherModel(key, f"a record of {raw!r}, not {self.label}")
+                continue
             if entry is None:
                 if self.plan.ignore_unknown:
                     continue

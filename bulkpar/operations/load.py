@@ -26,6 +26,7 @@ from bulkpar.engine.runner import Plan
 from bulkpar.errors import InputError, UsageError
 from bulkpar.inputs.conversion import (
     ColumnPlan,
+    OtherModel,
     Reject,
     RowConverter,
     RowRejected,
@@ -499,7 +500,7 @@ class LoadJob:
         model = self.model_class()
         meta = model._meta
         start = time.perf_counter()
-        objs, rejects = self._convert(model, chunk.records)
+        objs, rejects, others = self._convert(model, chunk.records)
         duplicates = 0
         if self.unique:
             by_key: dict[tuple[Any, ...], Any] = {}
@@ -546,7 +547,7 @@ class LoadJob:
             "created": counts.created,
             "updated": counts.updated,
             "unchanged": counts.unchanged,
-            "skipped": counts.skipped,
+            "skipped": counts.skipped + others,
             "rejected": len(rejects),
             "duplicates": duplicates,
             "rejects": tuple(rejects),
@@ -560,7 +561,10 @@ class LoadJob:
             if getattr(f, "auto_now", False) and f.name not in self.update
         ]  # fmt: skip
 
-    def _convert(self, model: Any, records: Iterable[Record]) -> tuple[list[Any], list[Reject]]:
+    def _convert(
+        self, model: Any, records: Iterable[Record]
+    ) -> tuple[list[Any], list[Reject], int]:
+        """The records' instances, the rejected records, and how many are other models' rows."""
         from django.db import connections
 
         meta = model._meta
@@ -576,6 +580,7 @@ class LoadJob:
         needed = [meta.get_field(n) for n in (*self.unique, *self.update)]
         objs: list[Any] = []
         rejects: list[Reject] = []
+        others = 0
         for record in records:
             try:
                 values = converter.convert(record.values)
@@ -591,6 +596,9 @@ class LoadJob:
                     if self.unique:
                         exclude = [f.name for f in meta.concrete_fields if f.attname not in values]
                     validate_instance(obj, exclude=exclude, database=self.database)
+            except OtherModel:
+                others += 1  # another model's row in a delete archive: not this load's
+                continue
             except RowRejected as exc:
                 rejects.append(Reject(record.line, record.values, exc.field, exc.message))
                 continue
@@ -600,7 +608,7 @@ class LoadJob:
             for field in auto:
                 field.pre_save(obj, add=True)
             objs.append(obj)
-        return objs, rejects
+        return objs, rejects, others
 
 
 def check_loadable(model: type[Any]) -> None:

@@ -10,6 +10,7 @@ target, the checkpoint fingerprint and the planner of the chunks.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,9 @@ class CheckedOperation:
         checkpoint: the journal's path (None: no resuming).
         input_name: how the input is named in checkpoint messages.
         notes: lines the report shows (e.g. what a dry run cannot roll back).
+        session: entered around the whole run, planning included (delete's
+            archive: collect what a stopped run committed before, and what
+            this run commits after).
     """
 
     job: Job
@@ -149,6 +153,7 @@ class CheckedOperation:
     checkpoint: str | None = None
     input_name: str = "the input"
     notes: tuple[str, ...] = ()
+    session: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
 
     def plan(self) -> Plan:
         """Open the checkpoint journal (if any) and plan the chunks it has not committed."""

@@ -203,3 +203,53 @@ class Sample(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Tenant(models.Model):
+    """The top of ``bulkpar delete``'s cascade: Tenant → Account → Entry, Note, Guard."""
+
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Account(models.Model):
+    """Deleted with its tenant (CASCADE); a post_delete receiver logs it (see signals.py)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE)
+    name = models.CharField(max_length=100)
+    balance = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    opened = models.DateTimeField(null=True)
+    extra = models.JSONField(null=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Entry(models.Model):
+    """Deleted with its account (CASCADE) by a fast ``DELETE … WHERE``: no receiver listens."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE)
+    amount = models.IntegerField()
+
+
+class Note(models.Model):
+    """Outlives its account: SET_NULL."""
+
+    account = models.ForeignKey(Account, on_delete=models.SET_NULL, null=True)
+    text = models.CharField(max_length=100)
+
+
+class Guard(models.Model):
+    """Forbids deleting its account: PROTECT."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, null=True)
+    reason = models.CharField(max_length=100)
+
+
+class DeleteLog(models.Model):
+    """One row per post_delete of a Tenant or Account, so other processes' deletes are visible."""
+
+    model_name = models.CharField(max_length=100)
+    object_pk = models.CharField(max_length=100)

@@ -24,3 +24,12 @@ def log_signalled_save(
         object_pk=str(instance.pk),
         created=created,
     )
+
+
+def log_delete(sender: type[Any], instance: Any, **kwargs: Any) -> None:
+    """Record one ``DeleteLog`` row per ``post_delete`` of a Tenant or Account."""
+    from .models import DeleteLog
+
+    DeleteLog.objects.using(kwargs.get("using") or "default").create(
+        model_name=sender._meta.label, object_pk=str(instance.pk)
+    )

@@ -69,7 +69,7 @@ class DeleteSpec:
         model = queryset.model
         if self.run.on_error == "bisect":
             raise UsageError(
-                "delete takes --on-error abort or skip: a chunk is deleted whole or not at all"
+                "delete takes --on-error 'abort' or 'skip': a chunk is deleted whole or not at all"
             )
         options = self.run.validate()
         alias = self.run.database or queryset._db or router.db_for_write(model)

@@ -217,8 +217,11 @@ def test_upsert_needs_no_field_it_never_writes(db, load_method, users):
 
 def test_database_limits_reject_the_record_not_the_chunk(db, tmp_path):
     from django.db import connection
+    from django.db.models import IntegerField
 
-    lo, hi = connection.ops.integer_field_range("IntegerField")  # 64 bits on SQLite
+    from bulkpar.conversion import integer_range
+
+    lo, hi = integer_range(IntegerField(), connection)  # 64 bits on SQLite
     rejects = tmp_path / "rejects.jsonl"
     records: list[dict[str, Any]] = [
         {"key": "k1", "label": "x" * 41},  # max_length 40, on SQLite too

@@ -326,7 +326,7 @@ def _typed(field: Any, target: Any, text_cells: bool, connection: Any) -> Callab
     if isinstance(target, models.BooleanField) and plain is models.BooleanField.to_python:
         return _boolean(name)
     if isinstance(target, models.IntegerField):
-        lo, hi = _integer_range(target, connection)
+        lo, hi = integer_range(target, connection)
         if plain is models.IntegerField.to_python:
             return _integer(name, lo, hi)
         return _generic(name, target, lambda value: _check_range(name, value, lo, hi))
@@ -340,16 +340,25 @@ def _typed(field: Any, target: Any, text_cells: bool, connection: Any) -> Callab
     return _generic(name, target)
 
 
-def _integer_range(target: Any, connection: Any) -> tuple[int | None, int | None]:
-    """The column's range, as Django's own integer validators take it from the backend."""
+def integer_range(target: Any, connection: Any) -> tuple[int | None, int | None]:
+    """The column's range, as Django's own integer validators take it from the backend.
+
+    SQLite stores every integer in 64 bits (a larger one silently becomes a
+    float); Django before 5.0 reports no range for it, so the 64-bit range is
+    used there.
+    """
     if connection is None:
         from django.db import connection as default
 
         connection = default
+    internal = target.get_internal_type()
     try:
-        lo, hi = connection.ops.integer_field_range(target.get_internal_type())
+        lo, hi = connection.ops.integer_field_range(internal)
     except KeyError:  # a custom internal type the backend has no range for
         return None, None
+    if connection.vendor == "sqlite" and lo is None and hi is None:
+        lo = 0 if internal.startswith("Positive") else -(2**63)
+        hi = 2**63 - 1
     return lo, hi
 
 

@@ -302,10 +302,9 @@ def check_assignment(field: Any, value: Any, *, connection: Any, option: str = "
         else:
             value_checked = value
         if isinstance(target, models.IntegerField) and isinstance(value, int):
-            try:
-                low, high = connection.ops.integer_field_range(target.get_internal_type())
-            except KeyError:  # a custom integer type Django has no range for
-                low = high = None
+            from bulkpar.conversion import integer_range
+
+            low, high = integer_range(target, connection)
             if low is not None:
                 checks.append(validators.MinValueValidator(low))
             if high is not None:

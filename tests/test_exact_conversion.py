@@ -219,7 +219,7 @@ def test_database_limits_reject_the_record_not_the_chunk(db, tmp_path):
     from django.db import connection
     from django.db.models import IntegerField
 
-    from bulkpar.conversion import integer_range
+    from bulkpar.inputs.conversion import integer_range
 
     lo, hi = integer_range(IntegerField(), connection)  # 64 bits on SQLite
     rejects = tmp_path / "rejects.jsonl"

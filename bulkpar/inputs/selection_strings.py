@@ -302,7 +302,7 @@ def check_assignment(field: Any, value: Any, *, connection: Any, option: str = "
         else:
             value_checked = value
         if isinstance(target, models.IntegerField) and isinstance(value, int):
-            from bulkpar.conversion import integer_range
+            from bulkpar.inputs.conversion import integer_range
 
             low, high = integer_range(target, connection)
             if low is not None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from bulkpar.report import ChunkCounts
+
 Executor = Literal["process", "thread", "serial"]
 EXECUTORS: tuple[str, ...] = ("process", "thread", "serial")
 OnError = Literal["abort", "skip", "bisect"]
@@ -114,4 +116,4 @@ class Job(Protocol):
 
     def execute(
         self, chunk: Any, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]: ...
+    ) -> ChunkCounts: ...

@@ -24,7 +24,7 @@ from typing import Any
 
 from bulkpar.engine.transient import is_transient
 from bulkpar.errors import RowError
-from bulkpar.report import ChunkResult
+from bulkpar.report import ChunkCounts, ChunkResult
 
 _setup_error: str | None = None
 _setup_seconds: float = 0.0
@@ -175,14 +175,14 @@ def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
             result = _failure(job, chunk, outcome, start)
         else:
             counts, phases, retries = outcome
-            result = ChunkResult(
+            result = ChunkResult.of(
+                counts,
                 index=chunk.index,
                 label=chunk.label,
                 seconds=time.perf_counter() - start,
                 phases=phases,
                 retries=retries,
                 worker=os.getpid(),
-                **counts,
             )
         if options.result_dir is not None:
             save_result(options.result_dir, result)
@@ -192,7 +192,8 @@ def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
             connection.close()
 
 
-Outcome = tuple[dict[str, Any], dict[str, float], int]
+#: A chunk that ran: its counts, seconds per phase, and transient errors retried.
+Outcome = tuple[ChunkCounts, dict[str, float], int]
 
 
 def _attempt(job: Any, chunk: Any, options: ChunkOptions) -> Outcome | BaseException:
@@ -239,10 +240,12 @@ def _bisect(
             cause = error.error if isinstance(error, RowError) else error
             rejects = job.reject(chunk, cause)
             if rejects is not None:
-                return {"rows": len(rejects), "rejected": len(rejects),
-                        "rejects": tuple(rejects)}, {}, 0  # fmt: skip
+                counts = ChunkCounts(
+                    rows=len(rejects), rejected=len(rejects), rejects=tuple(rejects)
+                )
+                return counts, {}, 0
         return error
-    totals: dict[str, Any] = {}
+    totals = ChunkCounts()
     phases: dict[str, float] = {}
     retries = 0
     for part in parts:
@@ -255,8 +258,7 @@ def _bisect(
                 return outcome
         counts, part_phases, part_retries = outcome
         retries += part_retries
-        for key, value in counts.items():
-            totals[key] = totals.get(key, 0 if key != "rejects" else ()) + value
+        totals += counts
         for key, value in part_phases.items():
             phases[key] = phases.get(key, 0.0) + value
     return totals, phases, retries

@@ -27,6 +27,7 @@ from bulkpar.inputs.conversion import (
 )
 from bulkpar.inputs.partitions import KeyPartitioner, collation_key
 from bulkpar.inputs.sources import Record
+from bulkpar.report import ChunkCounts
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class LoadJob:
 
     def execute(
         self, chunk: RowBatch, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+    ) -> ChunkCounts:
         """Convert the chunk's records, then write them in one transaction."""
         from django.db import connections
 
@@ -247,18 +248,17 @@ class LoadJob:
                 ignore_conflicts=self.ignore_conflicts,
             )
         phases["write"] = time.perf_counter() - converted
-        inexact = {"inexact": True} if counts.inexact else {}
-        return {
-            **inexact,
-            "rows": chunk.size,
-            "created": counts.created,
-            "updated": counts.updated,
-            "unchanged": counts.unchanged,
-            "skipped": counts.skipped,
-            "rejected": len(rejects),
-            "duplicates": duplicates,
-            "rejects": tuple(rejects),
-        }
+        return ChunkCounts(
+            rows=chunk.size,
+            created=counts.created,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            skipped=counts.skipped,
+            rejected=len(rejects),
+            duplicates=duplicates,
+            rejects=tuple(rejects),
+            inexact=counts.inexact,
+        )
 
     def _auto_now(self, meta: Any) -> list[Any]:
         if not self.update:

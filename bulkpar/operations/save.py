@@ -33,6 +33,7 @@ from bulkpar.inputs.conversion import (
 )
 from bulkpar.operations.load import reject_batch, split_batch
 from bulkpar.operations.update import reject_pk_range, split_pk_range
+from bulkpar.report import ChunkCounts
 
 TRANSACTION_MODES = ("chunk", "object")
 
@@ -118,7 +119,7 @@ class SaveJob:
 
     def execute(
         self, chunk: Any, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+    ) -> ChunkCounts:
         """Save every object of the chunk; failures become rejects, not a failed chunk."""
         start = time.perf_counter()
         tally = _Tally()
@@ -135,16 +136,16 @@ class SaveJob:
             self._attempt(items, builder, atomic, tally)
         phases["save"] = time.perf_counter() - start
         rejects = tally.rejects
-        return {
-            "rows": rows,
-            "matched": rows,
-            "created": tally.created,
-            "updated": tally.updated,
-            "written": tally.created + tally.updated,
-            "skipped": tally.skipped,
-            "rejected": len(rejects),
-            "rejects": tuple(rejects),
-        }
+        return ChunkCounts(
+            rows=rows,
+            matched=rows,
+            created=tally.created,
+            updated=tally.updated,
+            written=tally.created + tally.updated,
+            skipped=tally.skipped,
+            rejected=len(rejects),
+            rejects=tuple(rejects),
+        )
 
     def _attempt(
         self,

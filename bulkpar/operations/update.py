@@ -32,6 +32,7 @@ from typing import Any
 from bulkpar.errors import RowError
 from bulkpar.inputs.conversion import Reject
 from bulkpar.inputs.selection_strings import is_json_null
+from bulkpar.report import ChunkCounts
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ class UpdateJob:
 
     def execute(
         self, chunk: PkRange, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+    ) -> ChunkCounts:
         """Run one chunk; its writes commit or roll back together.
 
         On SQLite, which allows one writer at a time, a ``func`` chunk is
@@ -339,7 +340,7 @@ class UpdateJob:
                 return self._execute_func(chunk, phases, contextlib.nullcontext)
         return self._execute_func(chunk, phases, atomic)
 
-    def _execute_set(self, chunk: PkRange, phases: dict[str, float]) -> dict[str, Any]:
+    def _execute_set(self, chunk: PkRange, phases: dict[str, float]) -> ChunkCounts:
         from django.db import connections
 
         model = self.model_class()
@@ -359,16 +360,13 @@ class UpdateJob:
             rows = rows.filter(functools.reduce(operator.or_, differs))
         written = rows.update(**values)
         phases["write"] = time.perf_counter() - start
-        return {
-            "rows": matched,
-            "matched": matched,
-            "written": written,
-            "unchanged": matched - written,
-        }
+        return ChunkCounts(
+            rows=matched, matched=matched, written=written, unchanged=matched - written
+        )
 
     def _execute_func(
         self, chunk: PkRange, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+    ) -> ChunkCounts:
         from django.db import connections
 
         from bulkpar.bootstrap import import_callable
@@ -435,10 +433,10 @@ class UpdateJob:
                     )
                     writer.update(group, fields)
         phases["write"] = time.perf_counter() - transformed
-        return {
-            "rows": len(objs),
-            "matched": len(objs),
-            "written": written,
-            "unchanged": unchanged,
-            "skipped": skipped,
-        }
+        return ChunkCounts(
+            rows=len(objs),
+            matched=len(objs),
+            written=written,
+            unchanged=unchanged,
+            skipped=skipped,
+        )

@@ -596,7 +596,7 @@ def save(
     from bulkpar.inputs.conversion import ColumnPlan, plan_columns
     from bulkpar.inputs.sources import as_source
     from bulkpar.operations.load import plan_batches, unique_field_sets
-    from bulkpar.operations.save import TRANSACTION_MODES, SaveJob
+    from bulkpar.operations.save import TRANSACTION_MODES, SaveChunk, SaveJob
 
     if transaction not in TRANSACTION_MODES:
         raise UsageError(f"transaction must be 'chunk' or 'object' (got {transaction!r})")
@@ -648,7 +648,7 @@ def save(
             input_source.name,
         )
         stream = itertools.chain([first] if first is not None else [], records)
-        plan = Plan(
+        plan: Plan[SaveChunk] = Plan(
             chunks=plan_batches(stream, chunk, input_source.bytes_read, partition=partition),
             total=input_source.total_bytes,
             unit="bytes" if input_source.total_bytes is not None else "rows",

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bulkpar.engine.contracts import ChunkT, Job
 from bulkpar.engine.transient import is_transient
 from bulkpar.errors import RowError
 from bulkpar.report import ChunkCounts, ChunkResult
@@ -149,7 +150,7 @@ class ChunkOptions:
     result_dir: str | None = None
 
 
-def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
+def run_chunk(job: Job[ChunkT], chunk: ChunkT, options: ChunkOptions) -> ChunkResult:
     """Run one chunk of ``job`` and describe the outcome.
 
     The job opens its transaction with the ``atomic`` factory it is given:
@@ -196,7 +197,7 @@ def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
 Outcome = tuple[ChunkCounts, dict[str, float], int]
 
 
-def _attempt(job: Any, chunk: Any, options: ChunkOptions) -> Outcome | BaseException:
+def _attempt(job: Job[ChunkT], chunk: ChunkT, options: ChunkOptions) -> Outcome | BaseException:
     """Run ``chunk`` with transient-error retries; the final error is returned, not raised."""
     from django.db import connections, transaction
 
@@ -225,25 +226,22 @@ def _attempt(job: Any, chunk: Any, options: ChunkOptions) -> Outcome | BaseExcep
 
 
 def _bisect(
-    job: Any, chunk: Any, options: ChunkOptions, error: BaseException
+    job: Job[ChunkT], chunk: ChunkT, options: ChunkOptions, error: BaseException
 ) -> Outcome | BaseException:
     """Split a failing chunk until its bad rows are isolated; commit the rest.
 
     Returns the summed counts of the parts that committed, with one reject
     per row that failed on its own, or the error if the chunk cannot be split
-    (a job without ``split``) or a part failed for a reason that is not the
+    (``split`` returned None) or a part failed for a reason that is not the
     row's (a transient error past its retries).
     """
-    parts = job.split(chunk) if hasattr(job, "split") else None
+    parts = job.split(chunk)
     if parts is None:
-        if hasattr(job, "reject"):
-            cause = error.error if isinstance(error, RowError) else error
-            rejects = job.reject(chunk, cause)
-            if rejects is not None:
-                counts = ChunkCounts(
-                    rows=len(rejects), rejected=len(rejects), rejects=tuple(rejects)
-                )
-                return counts, {}, 0
+        cause = error.error if isinstance(error, RowError) else error
+        rejects = job.reject(chunk, cause)
+        if rejects is not None:
+            counts = ChunkCounts(rows=len(rejects), rejected=len(rejects), rejects=tuple(rejects))
+            return counts, {}, 0
         return error
     totals = ChunkCounts()
     phases: dict[str, float] = {}
@@ -264,13 +262,13 @@ def _bisect(
     return totals, phases, retries
 
 
-def _failure(job: Any, chunk: Any, exc: BaseException, start: float) -> ChunkResult:
+def _failure(job: Job[ChunkT], chunk: ChunkT, exc: BaseException, start: float) -> ChunkResult:
     row = exc.row if isinstance(exc, RowError) else None
     cause = exc.error if isinstance(exc, RowError) else exc
     return ChunkResult(
         index=chunk.index,
         label=chunk.label,
-        rows=_failed_rows(job, chunk),
+        rows=chunk_rows(job, chunk),
         seconds=time.perf_counter() - start,
         retries=getattr(exc, "bulkpar_retries", 0),
         error=f"{type(cause).__name__}: {cause}"
@@ -303,8 +301,8 @@ def load_result(folder: str, index: int) -> ChunkResult | None:
         return None
 
 
-def _failed_rows(job: Any, chunk: Any) -> int:
-    """Rows a rolled-back chunk held, so the report still reconciles."""
+def chunk_rows(job: Job[ChunkT], chunk: ChunkT) -> int:
+    """Rows a rolled-back chunk held, so the report still reconciles (best effort)."""
     try:
         return int(job.chunk_rows(chunk))
     except Exception:  # the database may be what failed; the count is best effort

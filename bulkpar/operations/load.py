@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bulkpar.engine.checkpoint import records_digest
+from bulkpar.engine.contracts import ChunkMark
 from bulkpar.errors import UsageError
 from bulkpar.inputs.conversion import (
     ColumnPlan,
@@ -37,12 +39,17 @@ class RowBatch:
     ``partition`` is the key partition its records were routed to (see
     :mod:`bulkpar.inputs.partitions`): the runner runs a partition's chunks one at a
     time, in ``index`` order. None: the chunk may run alongside any other.
+    A :class:`bulkpar.engine.contracts.Chunk`.
     """
 
     index: int
     records: tuple[Record, ...]
     position: int | None = None
     partition: int | None = None
+
+    def mark(self) -> ChunkMark:
+        """The journal keeps the records' digest: a resume checks the input is the same."""
+        return ChunkMark(digest=records_digest(self.records))
 
     @property
     def size(self) -> int:

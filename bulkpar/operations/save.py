@@ -31,11 +31,14 @@ from bulkpar.inputs.conversion import (
     RowRejected,
     validate_instance,
 )
-from bulkpar.operations.load import reject_batch, split_batch
-from bulkpar.operations.update import reject_pk_range, split_pk_range
+from bulkpar.operations.load import RowBatch, reject_batch, split_batch
+from bulkpar.operations.update import PkRange, reject_pk_range, split_pk_range
 from bulkpar.report import ChunkCounts
 
 TRANSACTION_MODES = ("chunk", "object")
+
+#: A save's chunk: a batch of input records, or a primary-key range of a queryset.
+SaveChunk = RowBatch | PkRange
 
 
 @dataclass
@@ -94,22 +97,25 @@ class SaveJob:
         queryset.query = pickle.loads(self.query or b"")
         return queryset
 
-    def chunk_rows(self, chunk: Any) -> int:
-        if hasattr(chunk, "records"):
-            return int(chunk.size)
+    def chunk_rows(self, chunk: SaveChunk) -> int:
+        if isinstance(chunk, RowBatch):
+            return chunk.size
         return len(self._pks(chunk))
 
-    def split(self, chunk: Any) -> list[Any] | None:
-        if hasattr(chunk, "records"):
-            return split_batch(chunk)
-        return split_pk_range(chunk, self._pks(chunk))
+    def split(self, chunk: SaveChunk) -> list[SaveChunk] | None:
+        parts: Sequence[SaveChunk] | None = (
+            split_batch(chunk)
+            if isinstance(chunk, RowBatch)
+            else split_pk_range(chunk, self._pks(chunk))
+        )
+        return None if parts is None else list(parts)
 
-    def reject(self, chunk: Any, error: BaseException) -> list[Reject] | None:
-        if hasattr(chunk, "records"):
+    def reject(self, chunk: SaveChunk, error: BaseException) -> list[Reject] | None:
+        if isinstance(chunk, RowBatch):
             return reject_batch(chunk, error)
         return reject_pk_range(self._pks(chunk), error)
 
-    def _pks(self, chunk: Any) -> list[Any]:
+    def _pks(self, chunk: PkRange) -> list[Any]:
         queryset = self.queryset().filter(pk__lte=chunk.hi)
         if chunk.lo is not None:
             queryset = queryset.filter(pk__gt=chunk.lo)
@@ -118,12 +124,12 @@ class SaveJob:
     # -- the worker's side ---------------------------------------------------
 
     def execute(
-        self, chunk: Any, phases: dict[str, float], atomic: Callable[[], Any]
+        self, chunk: SaveChunk, phases: dict[str, float], atomic: Callable[[], Any]
     ) -> ChunkCounts:
         """Save every object of the chunk; failures become rejects, not a failed chunk."""
         start = time.perf_counter()
         tally = _Tally()
-        if hasattr(chunk, "records"):
+        if isinstance(chunk, RowBatch):
             items, builder = self._input_items(chunk.records, tally)
             rows = chunk.size
         else:

@@ -27,8 +27,9 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from bulkpar.engine.contracts import ChunkMark
 from bulkpar.errors import RowError
 from bulkpar.inputs.conversion import Reject
 from bulkpar.inputs.selection_strings import is_json_null
@@ -37,11 +38,23 @@ from bulkpar.report import ChunkCounts
 
 @dataclass(frozen=True)
 class PkRange:
-    """Rows with ``lo < pk <= hi`` (``lo`` None: from the first row)."""
+    """Rows with ``lo < pk <= hi`` (``lo`` None: from the first row).
+
+    A :class:`bulkpar.engine.contracts.Chunk`: its rows are counted when it
+    runs (``size`` 0), and it may run alongside any other range.
+    """
 
     index: int
     lo: Any
     hi: Any
+
+    size: ClassVar[int] = 0
+    position: ClassVar[int | None] = None
+    partition: ClassVar[int | None] = None
+
+    def mark(self) -> ChunkMark:
+        """The journal keeps the range: a resume plans only the gaps."""
+        return ChunkMark(lo=self.lo, hi=self.hi)
 
     @property
     def label(self) -> str:

@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -58,13 +57,26 @@ INEXACT_NOTE = (
 
 
 class ProgressSink(Protocol):
-    """Receives progress as data; rendering is the caller's business."""
+    """Receives progress as data; rendering is the caller's business (the library never prints)."""
 
-    def start(self, total: int | None, description: str, unit: str) -> None: ...
+    def start(self, total: int | None, description: str, unit: str) -> None:
+        """The run begins: ``total`` rows (or bytes, by ``unit``), if known."""
+        ...
 
-    def advance(self, result: ChunkResult, position: int | None) -> None: ...
+    def advance(self, result: ChunkResult, position: int | None) -> None:
+        """A chunk finished; ``position`` is the bytes read so far for ``unit="bytes"``."""
+        ...
 
-    def close(self) -> None: ...
+    def notice(self, message: str) -> None:
+        """Something the user should know now, e.g. that an interrupt was received.
+
+        May be called from a signal handler: render it, do not block.
+        """
+        ...
+
+    def close(self) -> None:
+        """The run ended (also after an error)."""
+        ...
 
 
 @dataclass
@@ -282,11 +294,11 @@ class _Scheduler(Generic[ChunkT]):
         if self.signal_number is None:
             self.signal_number = signum
             self.stopping = True
-            print(
-                f"\nbulkpar: {signal.Signals(signum).name} received; letting the chunks in "
-                "flight finish (again to stop at once)",
-                file=sys.stderr,
-            )
+            if self.progress is not None:
+                self.progress.notice(
+                    f"bulkpar: {signal.Signals(signum).name} received; letting the chunks in "
+                    "flight finish (again to stop at once)"
+                )
             return
         # the second signal: end the workers now; their transactions roll back. The
         # loop notices within half a second; raising here could cut the bookkeeping

@@ -12,63 +12,30 @@ from __future__ import annotations
 import re
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bulkpar.inputs.conversion import Reject
 
 #: How many rejected records a report keeps as examples (the reject file has them all).
 REJECT_SAMPLES = 5
 
-#: Row counters a chunk and a report both carry.
-COUNTERS = (
-    "matched",
-    "written",
-    "unchanged",
-    "skipped",
-    "created",
-    "updated",
-    "rejected",
-    "duplicates",
-)
 
-#: Operations over selected rows whose ``written`` is their own count (not created + updated).
-SELECTS = ("update", "delete")
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    """The outcome of one chunk, as returned by a worker.
-
-    A chunk is the unit of commit: when ``error`` is set its transaction was
-    rolled back and none of its counters describe committed rows.
+@dataclass(frozen=True, kw_only=True)
+class RowCounts:
+    """The row counters a chunk and a run both carry: the one place they are named.
 
     Attributes:
-        index: position of the chunk in the plan (0-based).
-        label: what the chunk covered, for humans (``"pk (1000, 2000]"``).
-        rows: rows the chunk held (selected or read), committed or not.
-        matched: rows selected inside the chunk's range when it ran.
+        matched: rows selected (updates, saves of a queryset).
         written: rows changed in the database.
-        unchanged: rows selected but not written because nothing changed.
+        unchanged: rows selected (or records read) but not written because nothing changed.
         skipped: rows the transform declined (returned False) or conflicts skipped.
-        created, updated: rows inserted, and existing rows changed (loads).
-        rejected: input records that could not be converted (see ``rejects``).
+        created, updated: rows inserted, and existing rows changed (loads, saves).
+        rejected: rows or records that could not be converted or written.
         duplicates: records superseded by a later record with the same key.
-        rejects: the rejected records (:class:`bulkpar.inputs.conversion.Reject`).
-        deleted: rows deleted per model label, cascades included (deletes).
-        seconds: wall time of the chunk inside the worker.
-        phases: seconds per phase (``load``, ``transform``, ``write``).
-        retries: transient failures retried before the final outcome.
-        error: ``"ExceptionClass: message"`` when the chunk failed.
-        traceback: the worker-side traceback when the chunk failed.
-        row: the key of the row that raised, when one row can be blamed.
-        worker: process id of the worker that ran the chunk.
-        inexact: the created/updated/unchanged split is an estimate: another
-            writer changed the chunk's keys while it ran (MariaDB/MySQL and
-            SQLite count existing keys before writing).
     """
 
-    index: int
-    label: str
-    rows: int = 0
     matched: int = 0
     written: int = 0
     unchanged: int = 0
@@ -77,7 +44,78 @@ class ChunkResult:
     updated: int = 0
     rejected: int = 0
     duplicates: int = 0
-    rejects: tuple[Any, ...] = ()
+
+
+#: Row counters a chunk and a report both carry (the fields of :class:`RowCounts`).
+COUNTERS: tuple[str, ...] = tuple(f.name for f in fields(RowCounts))
+
+#: Operations over selected rows whose ``written`` is their own count (not created + updated).
+SELECTS = ("update", "delete")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkCounts(RowCounts):
+    """What one execution of a chunk did: the return value of ``Job.execute``.
+
+    The counters of :class:`RowCounts`, plus:
+
+    Attributes:
+        rows: rows the chunk held (selected or read), committed or not.
+        rejects: the rejected records (:class:`bulkpar.inputs.conversion.Reject`),
+            ``rejected`` of them.
+        inexact: the created/updated/unchanged split is an estimate: another
+            writer changed the chunk's keys while it ran (MariaDB/MySQL and
+            SQLite count existing keys before writing).
+        deleted: rows deleted per model label, cascades included (deletes).
+    """
+
+    rows: int = 0
+    rejects: tuple[Reject, ...] = ()
+    inexact: bool = False
+    deleted: dict[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: ChunkCounts) -> ChunkCounts:
+        """The counts of two parts of a chunk together (a bisected chunk's halves)."""
+        summed = {name: getattr(self, name) + getattr(other, name) for name in _SUMMED}
+        return ChunkCounts(
+            **summed,
+            rejects=self.rejects + other.rejects,
+            inexact=self.inexact or other.inexact,
+            deleted=_add_per_model(self.deleted, other.deleted),
+        )
+
+
+def _add_per_model(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {label: a.get(label, 0) + b.get(label, 0) for label in {**a, **b}}
+
+
+_SUMMED = (*COUNTERS, "rows")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkResult(ChunkCounts):
+    """The outcome of one chunk, as returned by a worker: its counts and how it ran.
+
+    A chunk is the unit of commit: when ``error`` is set its transaction was
+    rolled back and none of its counters describe committed rows (``rows``
+    still says how many it held).
+
+    Attributes:
+        index: position of the chunk in the plan (0-based).
+        label: what the chunk covered, for humans (``"pk (1000, 2000]"``).
+        seconds: wall time of the chunk inside the worker.
+        phases: seconds per phase (``load``, ``transform``, ``write``).
+        retries: transient failures retried before the final outcome.
+        error: ``"ExceptionClass: message"`` when the chunk failed.
+        traceback: the worker-side traceback when the chunk failed.
+        row: the key of the row that raised, when one row can be blamed.
+        worker: process id of the worker that ran the chunk.
+
+    The counters are those of :class:`ChunkCounts` (``rows``, ``written``, …).
+    """
+
+    index: int
+    label: str
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     retries: int = 0
@@ -85,8 +123,17 @@ class ChunkResult:
     traceback: str | None = None
     row: Any = None
     worker: int | None = None
-    inexact: bool = False
-    deleted: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, counts: ChunkCounts, *, index: int, label: str, **how: Any) -> ChunkResult:
+        """A committed chunk's result: ``counts`` and how it ran (``seconds``, ``phases`` …)."""
+        carried = {f.name: getattr(counts, f.name) for f in fields(ChunkCounts)}
+        return cls(index=index, label=label, **carried, **how)
+
+    @property
+    def counts(self) -> ChunkCounts:
+        """The chunk's counts alone."""
+        return ChunkCounts(**{f.name: getattr(self, f.name) for f in fields(ChunkCounts)})
 
     @property
     def failed(self) -> bool:
@@ -158,7 +205,7 @@ def _error_key(error: str) -> str:
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(RowCounts):
     """What a bulkpar run did, returned by every API call and rendered by the CLI.
 
     Attributes:
@@ -214,14 +261,6 @@ class Report:
     database: str = "default"
     vendor: str = ""
     method: str = ""
-    matched: int = 0
-    written: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    created: int = 0
-    updated: int = 0
-    rejected: int = 0
-    duplicates: int = 0
     input_rows: int | None = None
     failed_rows: int = 0
     not_attempted: int = 0
@@ -323,6 +362,9 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (the CLI's ``--json`` output)."""
         data = asdict(self)
+        # the run's identity first, then its counters (the fields of RowCounts)
+        data = {**{k: data[k] for k in ("operation", "model", "database", "vendor", "method")},
+                **data}  # fmt: skip
         data["errors"] = [asdict(e) for e in self.errors]
         data["reject_samples"] = [asdict(r) for r in self.reject_samples]
         data["notes"] = list(self.notes)
@@ -399,8 +441,7 @@ def build_report(
     )[:REJECT_SAMPLES]  # fmt: skip
     deleted: dict[str, int] = {}
     for result in ok:
-        for label, count in result.deleted.items():
-            deleted[label] = deleted.get(label, 0) + count
+        deleted = _add_per_model(deleted, result.deleted)
     return Report(
         operation=operation,
         model=model,
@@ -428,7 +469,7 @@ def build_report(
     )
 
 
-def _sample(chunk: int, reject: Any) -> RejectSample:
+def _sample(chunk: int, reject: Reject) -> RejectSample:
     pk = reject.row.get("pk") if reject.line is None and isinstance(reject.row, dict) else None
     return RejectSample(
         chunk=chunk, line=reject.line, pk=pk, field=reject.field, error=str(reject.error)

@@ -45,6 +45,8 @@ def test_sigint_then_resume_from_the_checkpoint(people, run_cli, markers, tmp_pa
     assert first.returncode == 130, first.stderr
     report = json.loads(first.stdout)
     assert report["interrupted"] and report["signal"] == 2
+    # the runner emits the notice, the CLI prints it (stderr is no terminal here: no bar)
+    assert "bulkpar: SIGINT received; letting the chunks in flight finish" in first.stderr
     assert 0 < report["written"] < 3000
     assert Person.objects.filter(score=F("id")).count() == report["written"]  # committed = counted
     second = run_cli(*command)
@@ -63,6 +65,7 @@ def test_sigterm_stops_in_order(people, run_cli, markers, tmp_path):
     assert result.returncode == 143, result.stderr
     report = json.loads(result.stdout)
     assert report["signal"] == 15 and 0 < report["written"] < 3000
+    assert "bulkpar: SIGTERM received" in result.stderr
     assert Person.objects.filter(score=F("id")).count() == report["written"]
     assert not Person.objects.filter(score__gt=F("id")).exists()
 

@@ -70,11 +70,11 @@ def errors_as_click_exceptions(show_traceback: bool) -> Iterator[None]:
 def _progress_sink(quiet: bool) -> Any:
     from rich.console import Console
 
-    from bulkpar.cli.console import RichProgress
+    from bulkpar.cli.console import ConsoleNotices, RichProgress
 
     stderr = Console(stderr=True)
     if quiet or not stderr.is_terminal:
-        return False
+        return ConsoleNotices(stderr)
     return RichProgress(stderr)
 
 

@@ -89,8 +89,34 @@ class RichProgress:
         else:
             self._progress.update(self._task, advance=result.rows, status=status)
 
+    def notice(self, message: str) -> None:
+        self._progress.console.print(f"\n{message}", markup=False, highlight=False)
+
     def close(self) -> None:
         self._progress.stop()
+
+
+class ConsoleNotices:
+    """A :class:`~bulkpar.engine.runner.ProgressSink` that draws no bar, only notices.
+
+    For runs without a live bar (``--quiet``, stderr not a terminal): an
+    interrupt is still acknowledged on stderr.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def start(self, total: int | None, description: str, unit: str) -> None:
+        pass
+
+    def advance(self, result: ChunkResult, position: int | None) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
+        self._console.print(f"\n{message}", markup=False, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        pass
 
 
 def _count(value: int) -> str:

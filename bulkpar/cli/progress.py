@@ -7,6 +7,7 @@ widget in a notebook. The CLI renders with rich instead (bulkpar.cli).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from bulkpar.report import ChunkResult
@@ -40,6 +41,11 @@ class TqdmProgress:
                 self._bar.update(result.rows)
             if result.failed:
                 self._bar.set_postfix_str(f"chunk {result.index} failed", refresh=False)
+
+    def notice(self, message: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"\n{message}", file=sys.stderr)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from bulkpar.engine.contracts import Chunk
 from bulkpar.errors import CheckpointMismatchError, UsageError
 
 #: Version 2 journals a digest of every committed input chunk; version 1 did not.
@@ -154,17 +155,18 @@ class Checkpoint:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def record(self, chunk: Any, rows: int) -> None:
-        """Durably note that ``chunk`` committed (with the digest of its records)."""
+    def record(self, chunk: Chunk, rows: int) -> None:
+        """Durably note that ``chunk`` committed (with its key range or records digest)."""
         entry: dict[str, Any] = {"index": chunk.index, "rows": rows}
-        if hasattr(chunk, "hi"):
-            entry["lo"], entry["hi"] = chunk.lo, chunk.hi
-        if hasattr(chunk, "records"):
-            entry["digest"] = records_digest(chunk.records)
+        mark = chunk.mark()
+        if mark.digest is None:
+            entry["lo"], entry["hi"] = mark.lo, mark.hi
+        else:
+            entry["digest"] = mark.digest
             entry["label"] = chunk.label
         self._append(entry)
 
-    def verify(self, chunk: Any) -> None:
+    def verify(self, chunk: Chunk) -> None:
         """Check that a chunk this run skips holds the records the journal committed.
 
         Raises:
@@ -172,9 +174,10 @@ class Checkpoint:
                 the input changed between the runs.
         """
         done = self._unverified.pop(chunk.index, None)
-        if done is None or not hasattr(chunk, "records"):
+        if done is None:
             return
-        if records_digest(chunk.records) != done.digest:
+        digest = chunk.mark().digest
+        if digest is not None and digest != done.digest:
             raise CheckpointMismatchError(
                 f"checkpoint {self.path}: chunk {chunk.index} ({done.label or chunk.label}) of "
                 f"{self.input_name} differs from the run that committed it; the input "

@@ -12,8 +12,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from bulkpar.report import ChunkCounts
+
+if TYPE_CHECKING:
+    from bulkpar.inputs.conversion import Reject
 
 Executor = Literal["process", "thread", "serial"]
 EXECUTORS: tuple[str, ...] = ("process", "thread", "serial")
@@ -95,8 +101,74 @@ class RunOptions:
     dry_run: bool = False
 
 
-class Job(Protocol):
-    """An operation's description, executed chunk by chunk in workers."""
+@dataclass(frozen=True)
+class ChunkMark:
+    """How a checkpoint journal recognises a committed chunk when a run resumes.
+
+    Attributes:
+        lo, hi: a primary-key range chunk's ``(lo, hi]``: a resume plans only
+            the gaps between committed ranges.
+        digest: an input batch's records digest
+            (:func:`bulkpar.engine.checkpoint.records_digest`): a resume checks
+            that the input still holds the same records.
+    """
+
+    lo: Any = None
+    hi: Any = None
+    digest: str | None = None
+
+
+class Chunk(Protocol):
+    """One unit of work and of commit, as the runner and the checkpoint see it.
+
+    A chunk is a frozen descriptor of plain values (a primary-key range, a
+    batch of input records): it travels to a worker with the job, which alone
+    knows what the chunk covers. :class:`bulkpar.operations.update.PkRange` and
+    :class:`bulkpar.operations.load.RowBatch` are the two kinds.
+
+    Attributes:
+        index: position in the plan (0-based); the same chunk has the same
+            index on every run of the same job (the checkpoint keys on it).
+        label: what the chunk covers, for humans (``pk in (1000, 2000]``).
+        size: input records the chunk holds, counted as records read when it
+            is planned; 0 for a key range, whose rows are counted when it runs.
+        position: bytes of the input read when the chunk was cut (drives a
+            progress bar in bytes); None when not known.
+        partition: the key partition its records belong to: the runner runs a
+            partition's chunks one at a time, in index order. None: the chunk
+            may run alongside any other.
+    """
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def position(self) -> int | None: ...
+
+    @property
+    def partition(self) -> int | None: ...
+
+    def mark(self) -> ChunkMark:
+        """What the checkpoint journals about this chunk once it committed."""
+        ...
+
+
+ChunkT = TypeVar("ChunkT", bound=Chunk)
+
+
+class Job(Protocol[ChunkT]):
+    """An operation's description, executed chunk by chunk in workers.
+
+    A job is frozen and picklable; its chunks (``ChunkT``) come from the
+    operation's plan. Every method but the properties runs in a worker, except
+    ``chunk_rows``, which the runner may also call for a chunk whose workers died.
+    """
 
     @property
     def operation(self) -> str: ...
@@ -110,8 +182,27 @@ class Job(Protocol):
     @property
     def method(self) -> str: ...
 
-    def chunk_rows(self, chunk: Any) -> int: ...
+    def chunk_rows(self, chunk: ChunkT) -> int:
+        """Rows ``chunk`` holds, for reporting a failed chunk (may query the database)."""
+        ...
 
     def execute(
-        self, chunk: Any, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]: ...
+        self,
+        chunk: ChunkT,
+        phases: dict[str, float],
+        atomic: Callable[[], AbstractContextManager[None]],
+    ) -> ChunkCounts:
+        """Run ``chunk``, its writes inside ``atomic()``; fill ``phases`` with seconds per phase.
+
+        Raises whatever the database or the user's code raised; the worker
+        retries transient errors and turns the others into a failed chunk.
+        """
+        ...
+
+    def split(self, chunk: ChunkT) -> list[ChunkT] | None:
+        """Parts of a failing ``chunk`` for ``--on-error bisect``; None when it cannot split."""
+        ...
+
+    def reject(self, chunk: ChunkT, error: BaseException) -> list[Reject] | None:
+        """The rejects of a chunk that cannot split and failed with ``error``; None: fail it."""
+        ...

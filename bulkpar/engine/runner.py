@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -39,12 +38,12 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, Generic, Protocol
 
 from bulkpar.bootstrap import close_connections
 from bulkpar.engine import worker
 from bulkpar.engine.checkpoint import Checkpoint
-from bulkpar.engine.contracts import Job, RunOptions, Target
+from bulkpar.engine.contracts import ChunkT, Job, RunOptions, Target
 from bulkpar.engine.executors import kill_workers, make_executor, warm_up
 from bulkpar.errors import BulkparError, CheckpointMismatchError, UsageError
 from bulkpar.report import ChunkResult, Report, build_report
@@ -58,17 +57,30 @@ INEXACT_NOTE = (
 
 
 class ProgressSink(Protocol):
-    """Receives progress as data; rendering is the caller's business."""
+    """Receives progress as data; rendering is the caller's business (the library never prints)."""
 
-    def start(self, total: int | None, description: str, unit: str) -> None: ...
+    def start(self, total: int | None, description: str, unit: str) -> None:
+        """The run begins: ``total`` rows (or bytes, by ``unit``), if known."""
+        ...
 
-    def advance(self, result: ChunkResult, position: int | None) -> None: ...
+    def advance(self, result: ChunkResult, position: int | None) -> None:
+        """A chunk finished; ``position`` is the bytes read so far for ``unit="bytes"``."""
+        ...
 
-    def close(self) -> None: ...
+    def notice(self, message: str) -> None:
+        """Something the user should know now, e.g. that an interrupt was received.
+
+        May be called from a signal handler: render it, do not block.
+        """
+        ...
+
+    def close(self) -> None:
+        """The run ended (also after an error)."""
+        ...
 
 
 @dataclass
-class Plan:
+class Plan(Generic[ChunkT]):
     """The chunks to run, produced lazily, and how to measure progress through them.
 
     Attributes:
@@ -81,7 +93,7 @@ class Plan:
         checkpoint: the journal of committed chunks, if resuming is on.
     """
 
-    chunks: Iterable[Any]
+    chunks: Iterable[ChunkT]
     total: int | None = None
     unit: str = "rows"
     matched: int | None = None
@@ -124,8 +136,8 @@ class RejectLog:
 
 
 def run(
-    job: Job,
-    plan: Plan,
+    job: Job[ChunkT],
+    plan: Plan[ChunkT],
     options: RunOptions,
     target: Target,
     *,
@@ -206,11 +218,11 @@ def run(
 
 
 @dataclass
-class _Scheduler:
+class _Scheduler(Generic[ChunkT]):
     """The state of one run: the executor, the chunks in flight, what came back."""
 
-    job: Job
-    plan: Plan
+    job: Job[ChunkT]
+    plan: Plan[ChunkT]
     options: RunOptions
     target: Target
     workers: int
@@ -223,8 +235,8 @@ class _Scheduler:
     workers_lost: int = 0
     start_method: str | None = None
     executor: Executor | None = None
-    in_flight: dict[Future[ChunkResult], Any] = field(default_factory=dict)
-    waiting: list[Any] = field(default_factory=list)
+    in_flight: dict[Future[ChunkResult], ChunkT] = field(default_factory=dict)
+    waiting: list[ChunkT] = field(default_factory=list)
     exhausted: bool = False
     position: int = 0
     deaths: dict[int, int] = field(default_factory=dict)
@@ -246,7 +258,7 @@ class _Scheduler:
             result_dir=self.result_dir,
         )
         self.skip = self.plan.checkpoint.done_indexes() if self.plan.checkpoint else set()
-        self.chunks: Iterator[Any] = iter(self.plan.chunks)
+        self.chunks: Iterator[ChunkT] = iter(self.plan.chunks)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -282,11 +294,11 @@ class _Scheduler:
         if self.signal_number is None:
             self.signal_number = signum
             self.stopping = True
-            print(
-                f"\nbulkpar: {signal.Signals(signum).name} received; letting the chunks in "
-                "flight finish (again to stop at once)",
-                file=sys.stderr,
-            )
+            if self.progress is not None:
+                self.progress.notice(
+                    f"bulkpar: {signal.Signals(signum).name} received; letting the chunks in "
+                    "flight finish (again to stop at once)"
+                )
             return
         # the second signal: end the workers now; their transactions roll back. The
         # loop notices within half a second; raising here could cut the bookkeeping
@@ -308,7 +320,7 @@ class _Scheduler:
                     chunk = self._ready_chunk(limit)
                     if chunk is None:
                         break
-                    self.input_rows += getattr(chunk, "size", 0)
+                    self.input_rows += chunk.size
                     self._submit(chunk)
                 if not self.in_flight:
                     return
@@ -335,7 +347,7 @@ class _Scheduler:
                 self._record(chunk, finished)
         self.in_flight.clear()
 
-    def _ready_chunk(self, limit: int) -> Any:
+    def _ready_chunk(self, limit: int) -> ChunkT | None:
         """The next chunk that may start now, or None when none may.
 
         A waiting chunk whose partition has freed goes first (the earliest
@@ -345,22 +357,22 @@ class _Scheduler:
         a busy partition, so a chunk read from the plan never overtakes one
         of its own partition.
         """
-        busy = {getattr(c, "partition", None) for c in self.in_flight.values()}
+        busy = {c.partition for c in self.in_flight.values()}
         busy.discard(None)
         for place, chunk in enumerate(self.waiting):
             if chunk.partition not in busy:
                 return self.waiting.pop(place)
         while not self.exhausted and len(self.waiting) < limit:
-            chunk = self._next_chunk()
-            if chunk is None:
+            planned = self._next_chunk()
+            if planned is None:
                 self.exhausted = True
                 return None
-            if getattr(chunk, "partition", None) not in busy:
-                return chunk
-            self.waiting.append(chunk)
+            if planned.partition not in busy:
+                return planned
+            self.waiting.append(planned)
         return None
 
-    def _next_chunk(self) -> Any:
+    def _next_chunk(self) -> ChunkT | None:
         checkpoint = self.plan.checkpoint
         while True:
             try:
@@ -381,7 +393,7 @@ class _Scheduler:
             if chunk is None or chunk.index not in self.skip:
                 return chunk
 
-    def _submit(self, chunk: Any) -> None:
+    def _submit(self, chunk: ChunkT) -> None:
         assert self.executor is not None
         future = self.executor.submit(worker.run_chunk, self.job, chunk, self.chunk_options)
         self.in_flight[future] = chunk
@@ -400,7 +412,7 @@ class _Scheduler:
             return
         self._record(chunk, result)
 
-    def _record(self, chunk: Any, result: ChunkResult) -> None:
+    def _record(self, chunk: ChunkT, result: ChunkResult) -> None:
         """Count a chunk's result, journal it, show it, and decide whether to go on."""
         if self.result_dir is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -411,7 +423,7 @@ class _Scheduler:
         if not result.failed and self.plan.checkpoint is not None and not self.options.dry_run:
             self.plan.checkpoint.record(chunk, result.rows)
         if self.progress is not None:
-            position = getattr(chunk, "position", None)
+            position = chunk.position
             if position is not None:  # chunks finish out of order: the bar only moves on
                 self.position = position = max(self.position, position)
             self.progress.advance(result, position)
@@ -424,7 +436,7 @@ class _Scheduler:
                 f"more than {limit} rows rejected (--max-rejects); fix the input and run again"
             )
 
-    def _replace_pool(self, first: Any) -> None:
+    def _replace_pool(self, first: ChunkT) -> None:
         """A worker died: start a new pool and rerun the chunks that did not finish.
 
         When one worker dies the pool ends the others too and drops every
@@ -454,7 +466,7 @@ class _Scheduler:
                     ChunkResult(
                         index=chunk.index,
                         label=chunk.label,
-                        rows=_rows_of(self.job, chunk),
+                        rows=worker.chunk_rows(self.job, chunk),
                         error=f"worker processes died {deaths} times while running this "
                         "chunk (out of memory? a crash in a C extension?)",
                     )
@@ -463,11 +475,3 @@ class _Scheduler:
                     self.stopping = True
                 continue
             self._submit(chunk)
-
-
-def _rows_of(job: Job, chunk: Any) -> int:
-    """Rows a chunk holds (best effort: the database may be what is failing)."""
-    try:
-        return int(job.chunk_rows(chunk))
-    except Exception:
-        return 0

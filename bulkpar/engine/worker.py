@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bulkpar.engine.contracts import ChunkT, Job
 from bulkpar.engine.transient import is_transient
 from bulkpar.errors import RowError
-from bulkpar.report import ChunkResult
+from bulkpar.report import ChunkCounts, ChunkResult
 
 _setup_error: str | None = None
 _setup_seconds: float = 0.0
@@ -149,7 +150,7 @@ class ChunkOptions:
     result_dir: str | None = None
 
 
-def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
+def run_chunk(job: Job[ChunkT], chunk: ChunkT, options: ChunkOptions) -> ChunkResult:
     """Run one chunk of ``job`` and describe the outcome.
 
     The job opens its transaction with the ``atomic`` factory it is given:
@@ -175,14 +176,14 @@ def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
             result = _failure(job, chunk, outcome, start)
         else:
             counts, phases, retries = outcome
-            result = ChunkResult(
+            result = ChunkResult.of(
+                counts,
                 index=chunk.index,
                 label=chunk.label,
                 seconds=time.perf_counter() - start,
                 phases=phases,
                 retries=retries,
                 worker=os.getpid(),
-                **counts,
             )
         if options.result_dir is not None:
             save_result(options.result_dir, result)
@@ -192,10 +193,11 @@ def run_chunk(job: Any, chunk: Any, options: ChunkOptions) -> ChunkResult:
             connection.close()
 
 
-Outcome = tuple[dict[str, Any], dict[str, float], int]
+#: A chunk that ran: its counts, seconds per phase, and transient errors retried.
+Outcome = tuple[ChunkCounts, dict[str, float], int]
 
 
-def _attempt(job: Any, chunk: Any, options: ChunkOptions) -> Outcome | BaseException:
+def _attempt(job: Job[ChunkT], chunk: ChunkT, options: ChunkOptions) -> Outcome | BaseException:
     """Run ``chunk`` with transient-error retries; the final error is returned, not raised."""
     from django.db import connections, transaction
 
@@ -224,25 +226,24 @@ def _attempt(job: Any, chunk: Any, options: ChunkOptions) -> Outcome | BaseExcep
 
 
 def _bisect(
-    job: Any, chunk: Any, options: ChunkOptions, error: BaseException
+    job: Job[ChunkT], chunk: ChunkT, options: ChunkOptions, error: BaseException
 ) -> Outcome | BaseException:
     """Split a failing chunk until its bad rows are isolated; commit the rest.
 
     Returns the summed counts of the parts that committed, with one reject
     per row that failed on its own, or the error if the chunk cannot be split
-    (a job without ``split``) or a part failed for a reason that is not the
+    (``split`` returned None) or a part failed for a reason that is not the
     row's (a transient error past its retries).
     """
-    parts = job.split(chunk) if hasattr(job, "split") else None
+    parts = job.split(chunk)
     if parts is None:
-        if hasattr(job, "reject"):
-            cause = error.error if isinstance(error, RowError) else error
-            rejects = job.reject(chunk, cause)
-            if rejects is not None:
-                return {"rows": len(rejects), "rejected": len(rejects),
-                        "rejects": tuple(rejects)}, {}, 0  # fmt: skip
+        cause = error.error if isinstance(error, RowError) else error
+        rejects = job.reject(chunk, cause)
+        if rejects is not None:
+            counts = ChunkCounts(rows=len(rejects), rejected=len(rejects), rejects=tuple(rejects))
+            return counts, {}, 0
         return error
-    totals: dict[str, Any] = {}
+    totals = ChunkCounts()
     phases: dict[str, float] = {}
     retries = 0
     for part in parts:
@@ -255,20 +256,19 @@ def _bisect(
                 return outcome
         counts, part_phases, part_retries = outcome
         retries += part_retries
-        for key, value in counts.items():
-            totals[key] = totals.get(key, 0 if key != "rejects" else ()) + value
+        totals += counts
         for key, value in part_phases.items():
             phases[key] = phases.get(key, 0.0) + value
     return totals, phases, retries
 
 
-def _failure(job: Any, chunk: Any, exc: BaseException, start: float) -> ChunkResult:
+def _failure(job: Job[ChunkT], chunk: ChunkT, exc: BaseException, start: float) -> ChunkResult:
     row = exc.row if isinstance(exc, RowError) else None
     cause = exc.error if isinstance(exc, RowError) else exc
     return ChunkResult(
         index=chunk.index,
         label=chunk.label,
-        rows=_failed_rows(job, chunk),
+        rows=chunk_rows(job, chunk),
         seconds=time.perf_counter() - start,
         retries=getattr(exc, "bulkpar_retries", 0),
         error=f"{type(cause).__name__}: {cause}"
@@ -301,8 +301,8 @@ def load_result(folder: str, index: int) -> ChunkResult | None:
         return None
 
 
-def _failed_rows(job: Any, chunk: Any) -> int:
-    """Rows a rolled-back chunk held, so the report still reconciles."""
+def chunk_rows(job: Job[ChunkT], chunk: ChunkT) -> int:
+    """Rows a rolled-back chunk held, so the report still reconciles (best effort)."""
     try:
         return int(job.chunk_rows(chunk))
     except Exception:  # the database may be what failed; the count is best effort

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkpar.errors import FieldNotFoundError, UsageError, did_you_mean
-from bulkpar.inputs.selection_strings import parse_bool
+from bulkpar.inputs.selection_strings import aware_datetime, parse_bool
 
 #: The key that names a record's model (``"app_label.ModelName"``), as ``bulkpar delete``
 #: archives write it: records of another model are skipped, the key itself is no field.
@@ -521,7 +521,7 @@ def _generic(
         try:
             value = target.to_python(raw)
             if isinstance(value, datetime.datetime):
-                value = _aware(value)
+                value = aware_datetime(value)
         except ValidationError as exc:
             message = "; ".join(str(m) for m in exc.messages)
             raise RowRejected(name, f"invalid value {raw!r}: {message}") from None
@@ -675,12 +675,3 @@ def instance_builder(model: type[Any]) -> Callable[[dict[str, Any]], Any]:
         return obj
 
     return build
-
-
-def _aware(value: datetime.datetime) -> datetime.datetime:
-    from django.conf import settings
-    from django.utils import timezone
-
-    if settings.USE_TZ and timezone.is_naive(value):
-        return timezone.make_aware(value)
-    return value

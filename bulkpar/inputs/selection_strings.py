@@ -138,7 +138,7 @@ def convert_value(field: Any, raw: str, *, what: str) -> Any:
         message = "; ".join(str(m) for m in exc.messages)
         raise UsageError(f"invalid value {raw!r} for {what}: {message}") from None
     if isinstance(value, datetime.datetime):
-        value = _aware(value)
+        value = aware_datetime(value)
     return value
 
 
@@ -161,7 +161,8 @@ def _strict_json(text: str, *, what: str) -> Any:
     return Value(None, JSONField()) if value is None else value
 
 
-def _aware(value: datetime.datetime) -> datetime.datetime:
+def aware_datetime(value: datetime.datetime) -> datetime.datetime:
+    """``value`` made aware in the current time zone when naive and ``USE_TZ`` is on."""
     from django.conf import settings
     from django.utils import timezone
 

@@ -35,10 +35,11 @@ from typing import Any
 
 from bulkpar.bootstrap import check_database, model_label
 from bulkpar.errors import DeleteRefusedError, UsageError
-from bulkpar.inputs.conversion import MODEL_KEY
+from bulkpar.inputs.conversion import MODEL_KEY, Reject
 from bulkpar.operations.options import CheckedOperation, RunSpec, target
 from bulkpar.operations.references import as_queryset
 from bulkpar.operations.update import PkRange, UpdateJob, plan_selection
+from bulkpar.report import ChunkCounts
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,20 @@ class DeleteJob:
         """Rows currently selected inside ``chunk`` (for reporting a failed chunk)."""
         return self._selection.chunk_rows(chunk)
 
+    def split(self, chunk: PkRange) -> list[PkRange] | None:
+        """A delete is not bisected: a chunk is deleted whole, or not at all."""
+        return None
+
+    def reject(self, chunk: PkRange, error: BaseException) -> list[Reject] | None:
+        """A delete rejects no rows: a refused chunk fails whole."""
+        return None
+
     def execute(
-        self, chunk: PkRange, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+        self,
+        chunk: PkRange,
+        phases: dict[str, float],
+        atomic: Callable[[], contextlib.AbstractContextManager[None]],
+    ) -> ChunkCounts:
         """Delete one chunk (and its cascades) in one transaction, archiving it first.
 
         Raises:
@@ -186,7 +198,7 @@ class DeleteJob:
             _remove(part)
             raise
 
-    def _delete(self, chunk: PkRange, phases: dict[str, float], part: str | None) -> dict[str, Any]:
+    def _delete(self, chunk: PkRange, phases: dict[str, float], part: str | None) -> ChunkCounts:
         from django.db.models.deletion import Collector
 
         start = time.perf_counter()
@@ -205,13 +217,13 @@ class DeleteJob:
         _total, deleted = collector.delete()
         phases["write"] = time.perf_counter() - written_start
         written = deleted.get(self.model, 0)
-        return {
-            "rows": matched,
-            "matched": matched,
-            "written": written,
-            "skipped": max(matched - written, 0),  # gone before the chunk ran
-            "deleted": {label: count for label, count in deleted.items() if count},
-        }
+        return ChunkCounts(
+            rows=matched,
+            matched=matched,
+            written=written,
+            skipped=max(matched - written, 0),  # gone before the chunk ran
+            deleted={label: count for label, count in deleted.items() if count},
+        )
 
     def _part_path(self, chunk: PkRange) -> str | None:
         if self.parts is None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulkpar.bootstrap import check_database, model_label
-from bulkpar.engine.checkpoint import Checkpoint
-from bulkpar.engine.contracts import RunOptions
+from bulkpar.engine.checkpoint import Checkpoint, records_digest
+from bulkpar.engine.contracts import ChunkMark, RunOptions
 from bulkpar.engine.runner import Plan
 from bulkpar.errors import InputError, UsageError
 from bulkpar.inputs.conversion import (
@@ -37,6 +37,7 @@ from bulkpar.inputs.partitions import KeyPartitioner, collation_key, partition_c
 from bulkpar.inputs.sources import FileSource, Record, Source
 from bulkpar.operations.options import CheckedOperation, RunSpec, target
 from bulkpar.operations.references import field_names, is_model_class, names, writer
+from bulkpar.report import ChunkCounts
 
 
 class LoadMode(enum.Enum):
@@ -329,12 +330,17 @@ class RowBatch:
     ``partition`` is the key partition its records were routed to (see
     :mod:`bulkpar.inputs.partitions`): the runner runs a partition's chunks one at a
     time, in ``index`` order. None: the chunk may run alongside any other.
+    A :class:`bulkpar.engine.contracts.Chunk`.
     """
 
     index: int
     records: tuple[Record, ...]
     position: int | None = None
     partition: int | None = None
+
+    def mark(self) -> ChunkMark:
+        """The journal keeps the records' digest: a resume checks the input is the same."""
+        return ChunkMark(digest=records_digest(self.records))
 
     @property
     def size(self) -> int:
@@ -491,7 +497,7 @@ class LoadJob:
 
     def execute(
         self, chunk: RowBatch, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+    ) -> ChunkCounts:
         """Convert the chunk's records, then write them in one transaction."""
         from django.db import connections
 
@@ -540,18 +546,17 @@ class LoadJob:
                 ignore_conflicts=self.ignore_conflicts,
             )
         phases["write"] = time.perf_counter() - converted
-        inexact = {"inexact": True} if counts.inexact else {}
-        return {
-            **inexact,
-            "rows": chunk.size,
-            "created": counts.created,
-            "updated": counts.updated,
-            "unchanged": counts.unchanged,
-            "skipped": counts.skipped + others,
-            "rejected": len(rejects),
-            "duplicates": duplicates,
-            "rejects": tuple(rejects),
-        }
+        return ChunkCounts(
+            rows=chunk.size,
+            created=counts.created,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            skipped=counts.skipped + others,
+            rejected=len(rejects),
+            duplicates=duplicates,
+            rejects=tuple(rejects),
+            inexact=counts.inexact,
+        )
 
     def _auto_now(self, meta: Any) -> list[Any]:
         if not self.update:

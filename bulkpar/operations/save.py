@@ -34,6 +34,7 @@ from bulkpar.inputs.conversion import (
     validate_instance,
 )
 from bulkpar.operations.load import (
+    RowBatch,
     input_columns,
     input_fingerprint,
     partitioner,
@@ -53,11 +54,13 @@ from bulkpar.operations.references import (
     names,
 )
 from bulkpar.operations.update import (
+    PkRange,
     plan_selection,
     reject_pk_range,
     selection_description,
     split_pk_range,
 )
+from bulkpar.report import ChunkCounts
 
 TRANSACTION_MODES = ("chunk", "object")
 DRY_RUN_NOTE = (
@@ -198,6 +201,10 @@ class SaveSpec:
         )
 
 
+#: A save's chunk: a batch of input records, or a primary-key range of a queryset.
+SaveChunk = RowBatch | PkRange
+
+
 @dataclass
 class _Tally:
     created: int = 0
@@ -254,22 +261,25 @@ class SaveJob:
         queryset.query = pickle.loads(self.query or b"")
         return queryset
 
-    def chunk_rows(self, chunk: Any) -> int:
-        if hasattr(chunk, "records"):
-            return int(chunk.size)
+    def chunk_rows(self, chunk: SaveChunk) -> int:
+        if isinstance(chunk, RowBatch):
+            return chunk.size
         return len(self._pks(chunk))
 
-    def split(self, chunk: Any) -> list[Any] | None:
-        if hasattr(chunk, "records"):
-            return split_batch(chunk)
-        return split_pk_range(chunk, self._pks(chunk))
+    def split(self, chunk: SaveChunk) -> list[SaveChunk] | None:
+        parts: Sequence[SaveChunk] | None = (
+            split_batch(chunk)
+            if isinstance(chunk, RowBatch)
+            else split_pk_range(chunk, self._pks(chunk))
+        )
+        return None if parts is None else list(parts)
 
-    def reject(self, chunk: Any, error: BaseException) -> list[Reject] | None:
-        if hasattr(chunk, "records"):
+    def reject(self, chunk: SaveChunk, error: BaseException) -> list[Reject] | None:
+        if isinstance(chunk, RowBatch):
             return reject_batch(chunk, error)
         return reject_pk_range(self._pks(chunk), error)
 
-    def _pks(self, chunk: Any) -> list[Any]:
+    def _pks(self, chunk: PkRange) -> list[Any]:
         queryset = self.queryset().filter(pk__lte=chunk.hi)
         if chunk.lo is not None:
             queryset = queryset.filter(pk__gt=chunk.lo)
@@ -278,12 +288,12 @@ class SaveJob:
     # -- the worker's side ---------------------------------------------------
 
     def execute(
-        self, chunk: Any, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+        self, chunk: SaveChunk, phases: dict[str, float], atomic: Callable[[], Any]
+    ) -> ChunkCounts:
         """Save every object of the chunk; failures become rejects, not a failed chunk."""
         start = time.perf_counter()
         tally = _Tally()
-        if hasattr(chunk, "records"):
+        if isinstance(chunk, RowBatch):
             items, builder = self._input_items(chunk.records, tally)
             rows = chunk.size
         else:
@@ -296,16 +306,16 @@ class SaveJob:
             self._attempt(items, builder, atomic, tally)
         phases["save"] = time.perf_counter() - start
         rejects = tally.rejects
-        return {
-            "rows": rows,
-            "matched": rows,
-            "created": tally.created,
-            "updated": tally.updated,
-            "written": tally.created + tally.updated,
-            "skipped": tally.skipped,
-            "rejected": len(rejects),
-            "rejects": tuple(rejects),
-        }
+        return ChunkCounts(
+            rows=rows,
+            matched=rows,
+            created=tally.created,
+            updated=tally.updated,
+            written=tally.created + tally.updated,
+            skipped=tally.skipped,
+            rejected=len(rejects),
+            rejects=tuple(rejects),
+        )
 
     def _attempt(
         self,

@@ -28,16 +28,18 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from bulkpar.bootstrap import check_database, model_label
 from bulkpar.engine.checkpoint import Checkpoint
+from bulkpar.engine.contracts import ChunkMark
 from bulkpar.engine.runner import Plan
 from bulkpar.errors import RowError, UsageError
 from bulkpar.inputs.conversion import Reject
 from bulkpar.inputs.selection_strings import check_assignment, get_concrete_field, is_json_null
 from bulkpar.operations.options import CheckedOperation, RunSpec, resume_point, target
 from bulkpar.operations.references import as_queryset, field_names, func_ref, names, writer
+from bulkpar.report import ChunkCounts
 
 
 @dataclass(frozen=True)
@@ -147,11 +149,23 @@ def plan_selection(queryset: Any, chunk: int, checkpoint: Checkpoint | None) -> 
 
 @dataclass(frozen=True)
 class PkRange:
-    """Rows with ``lo < pk <= hi`` (``lo`` None: from the first row)."""
+    """Rows with ``lo < pk <= hi`` (``lo`` None: from the first row).
+
+    A :class:`bulkpar.engine.contracts.Chunk`: its rows are counted when it
+    runs (``size`` 0), and it may run alongside any other range.
+    """
 
     index: int
     lo: Any
     hi: Any
+
+    size: ClassVar[int] = 0
+    position: ClassVar[int | None] = None
+    partition: ClassVar[int | None] = None
+
+    def mark(self) -> ChunkMark:
+        """The journal keeps the range: a resume plans only the gaps."""
+        return ChunkMark(lo=self.lo, hi=self.hi)
 
     @property
     def label(self) -> str:
@@ -425,7 +439,7 @@ class UpdateJob:
 
     def execute(
         self, chunk: PkRange, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+    ) -> ChunkCounts:
         """Run one chunk; its writes commit or roll back together.
 
         On SQLite, which allows one writer at a time, a ``func`` chunk is
@@ -441,7 +455,7 @@ class UpdateJob:
                 return self._execute_func(chunk, phases, contextlib.nullcontext)
         return self._execute_func(chunk, phases, atomic)
 
-    def _execute_set(self, chunk: PkRange, phases: dict[str, float]) -> dict[str, Any]:
+    def _execute_set(self, chunk: PkRange, phases: dict[str, float]) -> ChunkCounts:
         from django.db import connections
 
         model = self.model_class()
@@ -461,16 +475,13 @@ class UpdateJob:
             rows = rows.filter(functools.reduce(operator.or_, differs))
         written = rows.update(**values)
         phases["write"] = time.perf_counter() - start
-        return {
-            "rows": matched,
-            "matched": matched,
-            "written": written,
-            "unchanged": matched - written,
-        }
+        return ChunkCounts(
+            rows=matched, matched=matched, written=written, unchanged=matched - written
+        )
 
     def _execute_func(
         self, chunk: PkRange, phases: dict[str, float], atomic: Callable[[], Any]
-    ) -> dict[str, Any]:
+    ) -> ChunkCounts:
         from django.db import connections
 
         from bulkpar.bootstrap import import_callable
@@ -537,10 +548,10 @@ class UpdateJob:
                     )
                     writer.update(group, fields)
         phases["write"] = time.perf_counter() - transformed
-        return {
-            "rows": len(objs),
-            "matched": len(objs),
-            "written": written,
-            "unchanged": unchanged,
-            "skipped": skipped,
-        }
+        return ChunkCounts(
+            rows=len(objs),
+            matched=len(objs),
+            written=written,
+            unchanged=unchanged,
+            skipped=skipped,
+        )

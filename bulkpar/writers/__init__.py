@@ -18,9 +18,46 @@ that write fewer than :data:`COPY_MIN_ROWS` rows), ``values`` elsewhere.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bulkpar.errors import UsageError
+
+if TYPE_CHECKING:
+    from bulkpar.writers.values import InsertCounts
+
+
+class Writer(Protocol):
+    """How a chunk's rows reach the database: the contract every writer keeps.
+
+    A writer is made per chunk (by :func:`make_writer`) for one model on one
+    Django connection, inside the chunk's transaction; it never commits.
+    ``objs`` are model instances, ``fields`` their concrete model fields.
+    """
+
+    #: The method's name (``"values"``, ``"copy"``, ``"django"``).
+    name: str
+
+    def update(self, objs: Sequence[Any], fields: Sequence[Any]) -> int:
+        """Write ``fields`` of ``objs`` to their rows (matched by primary key); rows written."""
+        ...
+
+    def insert(
+        self,
+        objs: Sequence[Any],
+        fields: Sequence[Any],
+        *,
+        unique: Sequence[Any] = (),
+        update: Sequence[Any] = (),
+        ignore_conflicts: bool = False,
+    ) -> InsertCounts:
+        """Insert ``objs``: plain, skipping conflicts, or upserting on the ``unique`` fields.
+
+        Upserts overwrite ``update`` on existing rows and leave rows whose
+        values are already equal untouched (counted ``unchanged``).
+        """
+        ...
+
 
 METHODS = ("auto", "django", "values", "copy")
 
@@ -69,7 +106,7 @@ def resolve_method(method: str, vendor: str, operation: str) -> str:
     return method
 
 
-def make_writer(method: str, model: type[Any], connection: Any, rows: int = 0) -> Any:
+def make_writer(method: str, model: type[Any], connection: Any, rows: int = 0) -> Writer:
     """An instance of the writer called ``method`` (already resolved) for ``rows`` rows."""
     if method == COPY_OR_VALUES:
         method = "copy" if rows >= COPY_MIN_ROWS else "values"

@@ -23,7 +23,13 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bulkpar.writers.values import InsertCounts, fields_by_table, preparer
+from bulkpar.writers.values import (
+    InsertCounts,
+    fields_by_table,
+    postgres_upsert_counts,
+    postgres_upsert_sql,
+    preparer,
+)
 
 
 class PostgresCopyWriter:
@@ -174,21 +180,16 @@ class PostgresCopyWriter:
             if unique:
                 return InsertCounts(created=created, unchanged=len(objs) - created)
             return InsertCounts(created=created, skipped=len(objs) - created)
-        keys = ", ".join(self.quote(f.column) for f in unique)
-        quoted = [self.quote(f.column) for f in update]
-        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in quoted)
         compared = [f for f in update if not getattr(f, "auto_now", False)]
-        old = ", ".join(f"t.{self.quote(f.column)}" for f in compared)
-        new = ", ".join(f"EXCLUDED.{self.quote(f.column)}" for f in compared)
-        where = f" WHERE ROW({old}) IS DISTINCT FROM ROW({new})" if compared else ""
         cursor.execute(
-            f"INSERT INTO {self.table} AS t ({columns}) {select} "
-            f"ON CONFLICT ({keys}) DO UPDATE SET {sets}{where} RETURNING (xmax = 0)"
+            postgres_upsert_sql(
+                self.table,
+                columns,
+                select,
+                [self.quote(f.column) for f in unique],
+                [self.quote(f.column) for f in update],
+                [self.quote(f.column) for f in compared],
+            )
         )
-        created = updated = 0
-        for (inserted,) in cursor.fetchall():
-            if inserted:
-                created += 1
-            else:
-                updated += 1
+        created, updated = postgres_upsert_counts(cursor.fetchall())
         return InsertCounts(created, updated, len(objs) - created - updated)

@@ -23,7 +23,7 @@ split to respect each backend's limit on query parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,44 @@ class InsertCounts:
     unchanged: int = 0
     skipped: int = 0
     inexact: bool = False
+
+
+def postgres_upsert_sql(
+    table: str,
+    columns: str,
+    rows: str,
+    unique: Sequence[str],
+    update: Sequence[str],
+    compared: Sequence[str],
+) -> str:
+    """PostgreSQL's counting upsert: one returned row per created (true) or updated (false) row.
+
+    ``INSERT INTO table AS t (columns) rows ON CONFLICT (unique) DO UPDATE SET
+    … WHERE ROW(old) IS DISTINCT FROM ROW(new) RETURNING (xmax = 0)``: rows
+    whose ``compared`` columns already hold the new values are not rewritten
+    (and not returned). ``rows`` is ``VALUES …`` or a ``SELECT``; every name
+    is quoted already. Read the result with :func:`postgres_upsert_counts`.
+    """
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in update)
+    old = ", ".join(f"t.{c}" for c in compared)
+    new = ", ".join(f"EXCLUDED.{c}" for c in compared)
+    # ROW() keeps a one-column comparison a row comparison.
+    where = f" WHERE ROW({old}) IS DISTINCT FROM ROW({new})" if compared else ""
+    return (
+        f"INSERT INTO {table} AS t ({columns}) {rows} "
+        f"ON CONFLICT ({', '.join(unique)}) DO UPDATE SET {sets}{where} RETURNING (xmax = 0)"
+    )
+
+
+def postgres_upsert_counts(returned: Iterable[tuple[bool]]) -> tuple[int, int]:
+    """``(created, updated)`` from the rows a :func:`postgres_upsert_sql` statement returned."""
+    created = updated = 0
+    for (inserted,) in returned:
+        if inserted:
+            created += 1
+        else:
+            updated += 1
+    return created, updated
 
 
 def split_upsert_counts(rows: int, existing: int, updated: int) -> InsertCounts:
@@ -323,26 +361,17 @@ class _InsertStatement:
         return [quote(f.column) for f in fields]
 
     def _upsert_postgres(self, objs: Sequence[Any]) -> InsertCounts:
-        unique = ", ".join(self._quoted(self.unique))
-        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self._quoted(self.update))
-        old = ", ".join(f"t.{c}" for c in self._quoted(self.compared))
-        new = ", ".join(f"EXCLUDED.{c}" for c in self._quoted(self.compared))
-        # ROW() keeps a one-column comparison a row comparison.
-        where = f" WHERE ROW({old}) IS DISTINCT FROM ROW({new})" if self.compared else ""
+        unique, update = self._quoted(self.unique), self._quoted(self.update)
+        compared = self._quoted(self.compared)
         created = updated = 0
         with self.connection.cursor() as cursor:
             for batch in self.batches(objs):
-                rows = ", ".join([self.row_placeholder] * len(batch))
-                sql = (
-                    f"INSERT INTO {self.table} AS t ({self.columns}) VALUES {rows} "
-                    f"ON CONFLICT ({unique}) DO UPDATE SET {sets}{where} RETURNING (xmax = 0)"
-                )
+                rows = "VALUES " + ", ".join([self.row_placeholder] * len(batch))
+                sql = postgres_upsert_sql(self.table, self.columns, rows, unique, update, compared)
                 cursor.execute(sql, self._params(batch))
-                for (inserted,) in cursor.fetchall():
-                    if inserted:
-                        created += 1
-                    else:
-                        updated += 1
+                batch_created, batch_updated = postgres_upsert_counts(cursor.fetchall())
+                created += batch_created
+                updated += batch_updated
         return InsertCounts(created, updated, len(objs) - created - updated)
 
     def _count_existing(self, cursor: Any, batch: Sequence[Any], *, lock: bool) -> int:

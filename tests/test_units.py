@@ -155,3 +155,29 @@ def test_parse_lookup_converts_by_the_field() -> None:
 def test_parse_lookup_names_the_unknown_field() -> None:
     with pytest.raises(FieldNotFoundError, match="did you mean 'score'"):
         parse_lookup(Person, "scor=1")
+
+
+# -- executor backends -------------------------------------------------------------------
+
+
+def test_each_executor_kind_has_one_backend_saying_what_it_offers() -> None:
+    from bulkpar.engine.contracts import EXECUTORS, ExecutorKind
+    from bulkpar.engine.executors import BACKENDS, backend
+
+    assert set(BACKENDS) == set(ExecutorKind) and EXECUTORS == ("process", "thread", "serial")
+    process, thread, serial = backend("process"), backend("thread"), backend(ExecutorKind.SERIAL)
+    # only a process pool's workers load the project by name and leave result files
+    assert (process.needs_settings_module, process.result_files) == (True, True)
+    assert (thread.needs_settings_module, thread.result_files) == (False, False)
+    assert thread.closes_connections_after_chunk and not process.closes_connections_after_chunk
+    assert serial.in_process and not process.in_process and not thread.in_process
+    assert [b.slots(4) for b in (process, thread, serial)] == [4, 4, 1]
+
+
+def test_run_options_check_the_executor_name_once_into_the_enum() -> None:
+    from bulkpar.engine.contracts import ExecutorKind
+    from bulkpar.operations.options import RunSpec
+
+    assert RunSpec(executor="thread", workers=2).validate().executor is ExecutorKind.THREAD
+    with pytest.raises(UsageError, match="unknown executor 'dask'"):
+        RunSpec(executor="dask").validate()

@@ -9,6 +9,7 @@ every multiprocessing start method.
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 from collections.abc import Callable
@@ -21,8 +22,16 @@ from bulkpar.report import ChunkCounts
 if TYPE_CHECKING:
     from bulkpar.inputs.conversion import Reject
 
-Executor = Literal["process", "thread", "serial"]
-EXECUTORS: tuple[str, ...] = ("process", "thread", "serial")
+
+class ExecutorKind(str, enum.Enum):
+    """The executor backends (see :mod:`bulkpar.engine.executors`), checked once into this."""
+
+    PROCESS = "process"
+    THREAD = "thread"
+    SERIAL = "serial"
+
+
+EXECUTORS: tuple[str, ...] = tuple(kind.value for kind in ExecutorKind)
 OnError = Literal["abort", "skip", "bisect"]
 
 
@@ -91,7 +100,7 @@ class RunOptions:
     """
 
     workers: int = 1
-    executor: Executor = "process"
+    executor: ExecutorKind = ExecutorKind.PROCESS
     start_method: str | None = None
     retries: int = 5
     on_error: OnError = "abort"

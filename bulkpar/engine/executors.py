@@ -1,7 +1,9 @@
 """Executors: where chunks run (a process pool, threads, or inline).
 
-All three speak ``concurrent.futures.Executor``, so the runner does not care
-which one it drives. A process pool's workers are started by
+All three speak ``concurrent.futures.Executor``; what differs between them is
+said once, by their :class:`ExecutorBackend` (how to create, warm up and stop
+one, and what it offers), so the runner never compares executor names and a
+new executor is one class here. A process pool's workers are started by
 :func:`bulkpar.engine.worker.init_worker` with only picklable strings, so every
 start method works; :func:`warm_up` makes them all load the project before
 the first chunk is sent.
@@ -14,11 +16,11 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, Protocol
 
 from bulkpar.bootstrap import close_connections
 from bulkpar.engine import worker
-from bulkpar.engine.contracts import RunOptions, Target
+from bulkpar.engine.contracts import ExecutorKind, RunOptions, Target
 from bulkpar.errors import WorkerSetupError
 
 
@@ -54,9 +56,125 @@ def default_start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
-def make_executor(options: RunOptions, target: Target) -> tuple[Executor, str | None]:
-    """The executor ``options`` ask for, and the start method used (process pools)."""
-    if options.executor == "serial":
+class ExecutorBackend(Protocol):
+    """What the runner needs of an executor backend; a new backend is one class.
+
+    Attributes:
+        kind: the name users give (``--executor``).
+        in_process: tasks run in the calling thread (an interrupt must raise there).
+        result_files: workers leave each committed chunk's result in a
+            run-private folder of the parent's file system, so results survive
+            a pool that breaks when one worker dies.
+        needs_settings_module: workers load the project themselves, from a
+            settings module and import path (so a transform must be importable
+            by name, and ``settings.configure()`` cannot be repeated there).
+        closes_connections_after_chunk: each chunk closes its database
+            connections (Django's connections belong to a thread).
+    """
+
+    kind: ExecutorKind
+    in_process: bool
+    result_files: bool
+    needs_settings_module: bool
+    closes_connections_after_chunk: bool
+
+    def slots(self, workers: int) -> int:
+        """Chunks that run at the same time with ``workers`` asked for."""
+        ...
+
+    def create(self, options: RunOptions, target: Target) -> tuple[Executor, str | None]:
+        """A new executor, and the start method it uses (process pools)."""
+        ...
+
+    def warm_up(self, executor: Executor, workers: int) -> None:
+        """Start every worker; raise WorkerSetupError before any chunk if one cannot."""
+        ...
+
+    def stop_now(self, executor: Executor) -> None:
+        """End the workers at once (their transactions roll back)."""
+        ...
+
+
+class ProcessBackend:
+    """A process pool (``--executor process``, the default)."""
+
+    kind = ExecutorKind.PROCESS
+    in_process = False
+    result_files = True
+    needs_settings_module = True
+    closes_connections_after_chunk = False
+
+    def slots(self, workers: int) -> int:
+        return workers
+
+    def create(self, options: RunOptions, target: Target) -> tuple[Executor, str | None]:
+        method = options.start_method or default_start_method()
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(["bulkpar.engine.worker", "django.db.models"])
+        # A forked child must not inherit the parent's open database sockets.
+        close_connections()
+        process_pool = ProcessPoolExecutor(
+            max_workers=options.workers,
+            mp_context=context,
+            initializer=worker.init_worker,
+            initargs=_initargs(target),
+        )
+        return process_pool, method
+
+    def warm_up(self, executor: Executor, workers: int) -> None:
+        warm_up(executor, workers)
+
+    def stop_now(self, executor: Executor) -> None:
+        # the pool keeps its processes private; reaching them is the only way to
+        # end a chunk that is running now
+        processes = getattr(executor, "_processes", None) or {}
+        for process in list(processes.values()):
+            if process.is_alive():
+                process.kill()
+
+
+class ThreadBackend:
+    """Threads in this process (``--executor thread``): any callable works as a transform."""
+
+    kind = ExecutorKind.THREAD
+    in_process = False
+    result_files = False
+    needs_settings_module = False
+    closes_connections_after_chunk = True
+
+    def slots(self, workers: int) -> int:
+        return workers
+
+    def create(self, options: RunOptions, target: Target) -> tuple[Executor, str | None]:
+        executor = ThreadPoolExecutor(
+            max_workers=options.workers,
+            thread_name_prefix="bulkpar",
+            initializer=worker.init_worker,
+            initargs=_initargs(target),
+        )
+        return executor, None
+
+    def warm_up(self, executor: Executor, workers: int) -> None:
+        warm_up(executor, workers)
+
+    def stop_now(self, executor: Executor) -> None:
+        """Threads cannot be killed: the running chunks finish (or roll back) on their own."""
+
+
+class SerialBackend:
+    """Each chunk at once in the calling thread (``--executor serial``, for debugging)."""
+
+    kind = ExecutorKind.SERIAL
+    in_process = True
+    result_files = False
+    needs_settings_module = False
+    closes_connections_after_chunk = False
+
+    def slots(self, workers: int) -> int:
+        return 1
+
+    def create(self, options: RunOptions, target: Target) -> tuple[Executor, str | None]:
         worker.tune_connections(target.database)
         try:
             worker.run_setup(target.setup)
@@ -65,28 +183,32 @@ def make_executor(options: RunOptions, target: Target) -> tuple[Executor, str | 
                 f"--setup {target.setup} failed: {type(exc).__name__}: {exc}"
             ) from exc
         return SerialExecutor(), None
-    initargs = (target.settings, target.pythonpath, target.database, target.setup, target.environ)
-    if options.executor == "thread":
-        executor = ThreadPoolExecutor(
-            max_workers=options.workers,
-            thread_name_prefix="bulkpar",
-            initializer=worker.init_worker,
-            initargs=initargs,
-        )
-        return executor, None
-    method = options.start_method or default_start_method()
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["bulkpar.engine.worker", "django.db.models"])
-    # A forked child must not inherit the parent's open database sockets.
-    close_connections()
-    process_pool = ProcessPoolExecutor(
-        max_workers=options.workers,
-        mp_context=context,
-        initializer=worker.init_worker,
-        initargs=initargs,
-    )
-    return process_pool, method
+
+    def warm_up(self, executor: Executor, workers: int) -> None:
+        """Nothing to start: the chunks run in this process, already set up."""
+
+    def stop_now(self, executor: Executor) -> None:
+        """The chunk runs in the caller's thread: the runner raises there instead."""
+
+
+#: Every executor backend by its kind.
+BACKENDS: dict[ExecutorKind, ExecutorBackend] = {
+    backend.kind: backend for backend in (ProcessBackend(), ThreadBackend(), SerialBackend())
+}
+
+
+def backend(kind: ExecutorKind | str) -> ExecutorBackend:
+    """The backend of an executor kind (a name already checked by the run options)."""
+    return BACKENDS[ExecutorKind(kind)]
+
+
+def _initargs(target: Target) -> tuple[Any, ...]:
+    return (target.settings, target.pythonpath, target.database, target.setup, target.environ)
+
+
+def make_executor(options: RunOptions, target: Target) -> tuple[Executor, str | None]:
+    """The executor ``options`` ask for, and the start method used (process pools)."""
+    return backend(options.executor).create(options, target)
 
 
 def warm_up(executor: Executor, workers: int) -> None:
@@ -111,11 +233,3 @@ def cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def kill_workers(executor: Executor) -> None:
-    """End a process pool's workers at once (their open transactions roll back)."""
-    processes = getattr(executor, "_processes", None) or {}
-    for process in list(processes.values()):
-        if process.is_alive():
-            process.kill()

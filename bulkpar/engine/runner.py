@@ -44,7 +44,7 @@ from bulkpar.bootstrap import close_connections
 from bulkpar.engine import worker
 from bulkpar.engine.checkpoint import Checkpoint
 from bulkpar.engine.contracts import ChunkT, Job, RunOptions, Target
-from bulkpar.engine.executors import kill_workers, make_executor, warm_up
+from bulkpar.engine.executors import backend
 from bulkpar.errors import BulkparError, CheckpointMismatchError, UsageError
 from bulkpar.report import ChunkResult, Report, build_report
 
@@ -162,7 +162,7 @@ def run(
     from django.db import connections
 
     vendor = connections[target.database].vendor
-    workers = 1 if options.executor == "serial" else options.workers
+    workers = backend(options.executor).slots(options.workers)
     started = time.perf_counter()
     scheduler = _Scheduler(job, plan, options, target, workers, progress)
     try:
@@ -199,7 +199,7 @@ def run(
         vendor=vendor,
         method=job.method,
         workers=workers,
-        executor=options.executor,
+        executor=backend(options.executor).kind.value,
         start_method=scheduler.start_method,
         startup_seconds=round(startup, 6),
         interrupted=scheduler.signal_number is not None,
@@ -244,17 +244,16 @@ class _Scheduler(Generic[ChunkT]):
     abort_now: bool = False
 
     def __post_init__(self) -> None:
+        self.backend = backend(self.options.executor)
         self.rejects = RejectLog(self.options.rejects)
         self.result_dir = (
-            tempfile.mkdtemp(prefix="bulkpar-results-")
-            if self.options.executor == "process"
-            else None
+            tempfile.mkdtemp(prefix="bulkpar-results-") if self.backend.result_files else None
         )
         self.chunk_options = worker.ChunkOptions(
             retries=self.options.retries,
             bisect=self.options.on_error == "bisect",
             dry_run=self.options.dry_run,
-            close_after=self.options.executor == "thread",
+            close_after=self.backend.closes_connections_after_chunk,
             result_dir=self.result_dir,
         )
         self.skip = self.plan.checkpoint.done_indexes() if self.plan.checkpoint else set()
@@ -264,9 +263,8 @@ class _Scheduler(Generic[ChunkT]):
 
     def start(self) -> None:
         close_connections()
-        self.executor, self.start_method = make_executor(self.options, self.target)
-        if self.options.executor != "serial":
-            warm_up(self.executor, self.workers)
+        self.executor, self.start_method = self.backend.create(self.options, self.target)
+        self.backend.warm_up(self.executor, self.workers)
 
     def close(self) -> None:
         self.rejects.close()
@@ -305,8 +303,8 @@ class _Scheduler(Generic[ChunkT]):
         # of a chunk that already committed in half.
         self.abort_now = True
         if self.executor is not None:
-            kill_workers(self.executor)
-        if self.options.executor == "serial":
+            self.backend.stop_now(self.executor)
+        if self.backend.in_process:
             raise KeyboardInterrupt  # the chunk runs in this thread: stop it
 
     # -- scheduling ---------------------------------------------------------
@@ -452,8 +450,8 @@ class _Scheduler(Generic[ChunkT]):
         self.workers_lost += 1
         assert self.executor is not None
         self.executor.shutdown(wait=True, cancel_futures=True)
-        self.executor, self.start_method = make_executor(self.options, self.target)
-        warm_up(self.executor, self.workers)
+        self.executor, self.start_method = self.backend.create(self.options, self.target)
+        self.backend.warm_up(self.executor, self.workers)
         for chunk in lost:
             finished = worker.load_result(self.result_dir, chunk.index) if self.result_dir else None
             if finished is not None:

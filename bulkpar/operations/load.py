@@ -277,7 +277,9 @@ def partitioner(
 
     if not key:
         return None
-    workers = 1 if options.executor == "serial" else options.workers
+    from bulkpar.engine.executors import backend
+
+    workers = backend(options.executor).slots(options.workers)
     return KeyPartitioner(
         model, columns, key, partition_count(workers), vendor=connections[alias].vendor
     )

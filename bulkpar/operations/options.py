@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkpar.engine.checkpoint import Checkpoint
-from bulkpar.engine.contracts import EXECUTORS, Job, RunOptions, Target
+from bulkpar.engine.contracts import EXECUTORS, ExecutorKind, Job, RunOptions, Target
 from bulkpar.engine.runner import Plan, ProgressSink
 from bulkpar.errors import UsageError
 
@@ -92,7 +92,7 @@ class RunSpec:
             raise UsageError("--dry-run writes nothing, so it takes no --checkpoint")
         return RunOptions(
             workers=workers,
-            executor=self.executor,  # type: ignore[arg-type]
+            executor=ExecutorKind(self.executor),
             start_method=self.start_method,
             retries=self.retries,
             on_error=self.on_error,  # type: ignore[arg-type]
@@ -114,7 +114,9 @@ class RunSpec:
 
 def target(options: RunOptions, database: str, setup: str | None = None) -> Target:
     """Where workers find the project (the process executor needs a settings module)."""
-    if options.executor == "process":
+    from bulkpar.engine.executors import backend
+
+    if backend(options.executor).needs_settings_module:
         return Target.current(database, setup)
     return Target(settings="", pythonpath=(), database=database, setup=setup)
 

@@ -54,7 +54,9 @@ def func_ref(func: Callable[..., Any] | str, options: RunOptions, what: str = "-
         return func
     if not callable(func):
         raise UsageError(f"func must be callable or 'module:callable', got {func!r}")
-    if options.executor == "process":
+    from bulkpar.engine.executors import backend
+
+    if backend(options.executor).needs_settings_module:  # workers import it by name
         return callable_ref(func)
     return func
 

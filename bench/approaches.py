@@ -161,7 +161,7 @@ class CliApproach(Approach):
 
     def command(self, work: Workload) -> list[str]:
         return [
-            bulkpar_executable(),
+            *bulkpar_command(),
             "update",
             "--settings",
             SETTINGS_MODULE,
@@ -205,7 +205,7 @@ class CliInputApproach(Approach):
     def command(self, work: Workload) -> list[str]:
         save = self.operation == "save"
         return [
-            bulkpar_executable(),
+            *bulkpar_command(),
             self.operation,
             "--settings",
             SETTINGS_MODULE,
@@ -356,12 +356,13 @@ def psql_executable() -> str:
     return found
 
 
-def bulkpar_executable() -> str:
-    """The ``bulkpar`` console script installed beside this interpreter."""
-    script = Path(sys.executable).with_name("bulkpar")
-    if not script.exists():
-        raise SystemExit(f"bulkpar is not installed beside {sys.executable}: pip install -e .")
-    return str(script)
+def bulkpar_command() -> list[str]:
+    """``python -m bulkpar``: the package first on ``PYTHONPATH`` (``--bulkpar-rev``) runs.
+
+    Not the console script: its entry point names a module of the installed
+    version (``bulkpar.cli.app``), which an older revision does not have.
+    """
+    return [sys.executable, "-m", "bulkpar"]
 
 
 #: The input columns of the load group, in file order (the COPY column list).

@@ -181,3 +181,58 @@ def test_run_options_check_the_executor_name_once_into_the_enum() -> None:
     assert RunSpec(executor="thread", workers=2).validate().executor is ExecutorKind.THREAD
     with pytest.raises(UsageError, match="unknown executor 'dask'"):
         RunSpec(executor="dask").validate()
+
+
+# -- compiled converters: the fast paths give what the field's own path gives -----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("username", "ab", "ab"),  # CharField fast path
+        ("username", 12, "12"),
+        ("score", "42", 42),  # IntegerField fast path
+        ("score", 7.0, 7),
+        ("active", "yes", True),  # BooleanField fast path
+        ("active", 0, False),
+        ("nickname", "", None),  # nullable CharField: an empty cell is NULL
+    ],
+)
+def test_converters_fast_paths(name: str, raw: object, expected: object) -> None:
+    from bulkpar.inputs.conversion import compile_converter
+
+    field = Person._meta.get_field(name)
+    convert = compile_converter(field, use_default=False, text_cells=True)
+    assert convert(raw) == expected
+    assert type(convert(raw)) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("username", "x" * 151, "at most 150 characters"),
+        ("score", "abc", "must be an integer"),
+        ("score", 2**63, "out of range"),
+        ("score", 1.5, "integer"),
+        ("active", "maybe", "maybe"),
+    ],
+)
+def test_converters_fast_paths_reject_what_the_field_refuses(
+    name: str, raw: object, message: str
+) -> None:
+    from bulkpar.inputs.conversion import RowRejected, compile_converter
+
+    convert = compile_converter(Person._meta.get_field(name), use_default=False, text_cells=True)
+    with pytest.raises(RowRejected, match=message) as refused:
+        convert(raw)
+    assert refused.value.field == name
+
+
+def test_decimal_converter_is_exact_and_never_rounds() -> None:
+    from bulkpar.inputs.conversion import RowRejected, compile_converter
+
+    convert = compile_converter(Product._meta.get_field("price"), use_default=False)
+    assert convert(0.1) == Decimal("0.1")  # a JSON number, read exactly
+    assert convert("1.50") == Decimal("1.50")
+    with pytest.raises(RowRejected, match="decimal places"):
+        convert("1.234")  # decimal_places=2: rejected, not rounded

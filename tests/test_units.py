@@ -236,3 +236,9 @@ def test_decimal_converter_is_exact_and_never_rounds() -> None:
     assert convert("1.50") == Decimal("1.50")
     with pytest.raises(RowRejected, match="decimal places"):
         convert("1.234")  # decimal_places=2: rejected, not rounded
+
+
+def test_the_demo_finds_its_project_in_the_checkout() -> None:
+    from bulkpar.cli.demo import DEMO_DIR
+
+    assert (DEMO_DIR / "manage.py").is_file(), DEMO_DIR

@@ -16,7 +16,7 @@ from typing import Any
 
 from bulkpar.errors import BulkparError
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "examples" / "demo"
 
 
 def run_demo(

@@ -445,7 +445,14 @@ class SaveJob:
         queryset = self.queryset()
 
         def build(pks: Sequence[Any]) -> list[tuple[Any, Any]]:
-            objs = {obj.pk: obj for obj in queryset.filter(pk__in=list(pks))}
+            if not pks:
+                return []
+            # pks are sorted as the database sorts them: the rows are read by the range
+            # of their ends, not by a long IN list, which PostgreSQL reads with a full
+            # scan when the table has no statistics yet (a table loaded a minute ago)
+            wanted = set(pks)
+            rows = queryset.filter(pk__gte=pks[0], pk__lte=pks[-1])
+            objs = {obj.pk: obj for obj in rows if obj.pk in wanted}
             built = []
             for pk in pks:
                 obj = objs.get(pk)

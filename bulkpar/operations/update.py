@@ -485,7 +485,7 @@ class UpdateJob:
         from django.db import connections
 
         from bulkpar.bootstrap import import_callable
-        from bulkpar.writers import make_writer
+        from bulkpar.writers import KeySpan, make_writer
 
         assert self.func is not None
         func = self.func if callable(self.func) else import_callable(self.func)
@@ -546,7 +546,8 @@ class UpdateJob:
                     writer = make_writer(
                         self.writer, model, connections[self.database], rows=len(group)
                     )
-                    writer.update(group, fields)
+                    # the group keeps the load's ORDER BY pk: its ends bound the keys
+                    writer.update(group, fields, span=KeySpan.of(group))
         phases["write"] = time.perf_counter() - transformed
         return ChunkCounts(
             rows=len(objs),

@@ -19,12 +19,36 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bulkpar.errors import UsageError
 
 if TYPE_CHECKING:
     from bulkpar.writers.values import InsertCounts
+
+
+@dataclass(frozen=True)
+class KeySpan:
+    """The first and the last primary key of an update's rows, as the database orders them.
+
+    Update writers bound their statement by it (``pk >= first AND pk <= last``)
+    besides matching each row by its key, so that the server reaches the rows
+    through the key's index whatever the planner's statistics say. Without the
+    bound, a table loaded a minute ago (no statistics yet) made PostgreSQL
+    hash the whole table to update the thousand rows of one chunk, and the
+    cost of a chunk grew with the table (issue 12). The rows come from the
+    chunk's load ``ORDER BY pk``, so the first and last are the database's own
+    minimum and maximum, whatever the collation of a string key.
+    """
+
+    first: Any
+    last: Any
+
+    @classmethod
+    def of(cls, objs: Sequence[Any]) -> KeySpan:
+        """The span of ``objs``, which are sorted by primary key in the database's order."""
+        return cls(objs[0].pk, objs[-1].pk)
 
 
 class Writer(Protocol):
@@ -38,8 +62,12 @@ class Writer(Protocol):
     #: The method's name (``"values"``, ``"copy"``, ``"django"``).
     name: str
 
-    def update(self, objs: Sequence[Any], fields: Sequence[Any]) -> int:
-        """Write ``fields`` of ``objs`` to their rows (matched by primary key); rows written."""
+    def update(self, objs: Sequence[Any], fields: Sequence[Any], *, span: KeySpan) -> int:
+        """Write ``fields`` of ``objs`` to their rows (matched by primary key); rows written.
+
+        ``span`` holds every key of ``objs``: the statement reads the table
+        only inside it.
+        """
         ...
 
     def insert(

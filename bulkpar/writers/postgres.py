@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkpar.writers.values import (
     InsertCounts,
     fields_by_table,
+    key_span_sql,
     postgres_upsert_counts,
     postgres_upsert_sql,
     preparer,
 )
+
+if TYPE_CHECKING:
+    from bulkpar.writers import KeySpan
 
 
 class PostgresCopyWriter:
@@ -45,9 +49,11 @@ class PostgresCopyWriter:
 
     # -- plumbing -----------------------------------------------------------
 
-    def _raw_cursor(self) -> Any:
-        """The psycopg cursor under Django's wrapper (COPY is psycopg's own API)."""
-        return self.connection.cursor().cursor
+    def _cursor(self) -> Any:
+        """Django's cursor: statements go through its wrappers (``execute_wrapper``,
+        query logging) like every other writer's; ``.cursor`` under it is psycopg's,
+        whose COPY API the writer uses."""
+        return self.connection.cursor()
 
     def _temp_table(self, cursor: Any, table: str, fields: Sequence[Any]) -> str:
         """A session-private temp table with these columns (created on first use).
@@ -70,7 +76,7 @@ class PostgresCopyWriter:
         columns = ", ".join(self.quote(f.column) for f in fields)
         types = self._binary_types(cursor, table, fields)
         fmt = " (FORMAT BINARY)" if types is not None else ""
-        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN{fmt}") as copy:
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN{fmt}") as copy:
             if types is not None:
                 copy.set_types(types)
             for row in rows:
@@ -104,16 +110,21 @@ class PostgresCopyWriter:
 
     # -- writes ---------------------------------------------------------------
 
-    def update(self, objs: Sequence[Any], fields: Sequence[Any]) -> int:
-        """Write ``fields`` of ``objs`` (matched by pk); returns rows updated."""
+    def update(self, objs: Sequence[Any], fields: Sequence[Any], *, span: KeySpan) -> int:
+        """Write ``fields`` of ``objs`` (matched by pk, inside ``span``); returns rows updated.
+
+        The temp table never has statistics (it is emptied at every commit and
+        temp tables are not auto-analyzed); the bound on the target's key is
+        what keeps the join on the key's index when the target has none either.
+        """
         if not objs:
             return 0
         with self.connection.wrap_database_errors:  # psycopg errors as Django's
-            return self._update(objs, fields)
+            return self._update(objs, fields, span)
 
-    def _update(self, objs: Sequence[Any], fields: Sequence[Any]) -> int:
+    def _update(self, objs: Sequence[Any], fields: Sequence[Any], span: KeySpan) -> int:
         updated = 0
-        cursor = self._raw_cursor()
+        cursor = self._cursor()
         for model, table_fields in fields_by_table(self.model, fields):
             table = self.quote(model._meta.db_table)
             pk = model._meta.pk
@@ -124,9 +135,11 @@ class PostgresCopyWriter:
                 f"{self.quote(f.column)} = s.{self.quote(f.column)}" for f in table_fields
             )
             pk_column = self.quote(pk.column)
+            within, bounds = key_span_sql(self.connection, model, span)
             cursor.execute(
                 f"UPDATE {table} AS t SET {sets} FROM {temp} AS s "
-                f"WHERE t.{pk_column} = s.{pk_column}"
+                f"WHERE t.{pk_column} = s.{pk_column} AND {within('t')}",
+                bounds,
             )
             updated = max(updated, int(cursor.rowcount))
         return updated
@@ -164,7 +177,7 @@ class PostgresCopyWriter:
         update: Sequence[Any],
         ignore_conflicts: bool,
     ) -> InsertCounts:
-        cursor = self._raw_cursor()
+        cursor = self._cursor()
         if not unique and not ignore_conflicts:
             self._copy(cursor, self.table, fields, self._values(objs, fields))
             return InsertCounts(created=len(objs))

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bulkpar.writers import KeySpan
 
 #: Rows per statement at most, whatever the parameter limit allows: keeps
 #: statements well inside MariaDB's max_allowed_packet and PostgreSQL's
@@ -139,21 +142,25 @@ class ValuesWriter:
             self.model, self.connection, fields, unique, update, ignore_conflicts
         ).write(objs)
 
-    def update(self, objs: Sequence[Any], fields: Sequence[Any]) -> int:
+    def update(self, objs: Sequence[Any], fields: Sequence[Any], *, span: KeySpan) -> int:
         """Write ``fields`` of ``objs``, matched by primary key; returns rows updated.
 
         PostgreSQL and SQLite (3.33+): ``UPDATE t SET f = v.f FROM (VALUES …) v
         WHERE t.pk = v.pk``; MariaDB/MySQL: ``UPDATE t JOIN (SELECT … UNION ALL
-        SELECT …) v ON t.pk = v.pk SET t.f = v.f``.
+        SELECT …) v ON t.pk = v.pk SET t.f = v.f``; each bounded by ``span``
+        (``AND t.pk >= first AND t.pk <= last``), so that the table is read
+        through its key's index even when the planner has no statistics.
         """
         if not objs:
             return 0
         updated = 0
         for model, table_fields in fields_by_table(self.model, fields):
-            updated = max(updated, self._update_table(model, objs, table_fields))
+            updated = max(updated, self._update_table(model, objs, table_fields, span))
         return updated
 
-    def _update_table(self, model: Any, objs: Sequence[Any], fields: Sequence[Any]) -> int:
+    def _update_table(
+        self, model: Any, objs: Sequence[Any], fields: Sequence[Any], span: KeySpan
+    ) -> int:
         connection = self.connection
         quote = connection.ops.quote_name
         table = quote(model._meta.db_table)
@@ -163,6 +170,7 @@ class ValuesWriter:
         prep_pk = preparer(pk, connection)
         preps = [(f.attname, preparer(f, connection)) for f in fields]
         size = _rows_per_statement(connection, columns, objs)
+        within, bounds = key_span_sql(connection, model, span)
         updated = 0
         with connection.cursor() as cursor:
             for start in range(0, len(objs), size):
@@ -185,22 +193,23 @@ class ValuesWriter:
                     )
                     sql = (
                         f"UPDATE {table} AS t JOIN ({rows}) AS v "
-                        f"ON t.{quote(pk.column)} = v.c0 SET {t_sets}"
+                        f"ON t.{quote(pk.column)} = v.c0 SET {t_sets} WHERE {within('t')}"
                     )
                 elif self.vendor == "sqlite":  # no column aliases on a VALUES subquery
                     values = ", ".join([_typed_row(connection, columns)] * len(batch))
                     sql = (
                         f"WITH v ({', '.join(names)}) AS (VALUES {values}) "
                         f"UPDATE {table} SET {sets} FROM v "
-                        f"WHERE {table}.{quote(pk.column)} = v.c0"
+                        f"WHERE {table}.{quote(pk.column)} = v.c0 AND {within(table)}"
                     )
                 else:
                     values = ", ".join([_typed_row(connection, columns)] * len(batch))
                     sql = (
                         f"UPDATE {table} SET {sets} FROM (VALUES {values}) "
-                        f"AS v ({', '.join(names)}) WHERE {table}.{quote(pk.column)} = v.c0"
+                        f"AS v ({', '.join(names)}) "
+                        f"WHERE {table}.{quote(pk.column)} = v.c0 AND {within(table)}"
                     )
-                cursor.execute(sql, params)
+                cursor.execute(sql, [*params, *bounds])
                 updated += max(cursor.rowcount, 0)
         return updated
 
@@ -234,6 +243,20 @@ def preparer(field: Any, connection: Any) -> Callable[[Any], Any]:
         return prep(value, connection)
 
     return prepare
+
+
+def key_span_sql(
+    connection: Any, model: Any, span: KeySpan
+) -> tuple[Callable[[str], str], list[Any]]:
+    """``(alias → "alias.pk >= %s AND alias.pk <= %s", [first, last])`` for ``model``'s table."""
+    pk = model._meta.pk
+    column = connection.ops.quote_name(pk.column)
+    prepare = preparer(pk, connection)
+
+    def within(alias: str) -> str:
+        return f"{alias}.{column} >= %s AND {alias}.{column} <= %s"
+
+    return within, [prepare(span.first), prepare(span.last)]
 
 
 def fields_by_table(model: Any, fields: Sequence[Any]) -> list[tuple[Any, list[Any]]]:

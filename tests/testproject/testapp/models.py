@@ -253,3 +253,26 @@ class DeleteLog(models.Model):
 
     model_name = models.CharField(max_length=100)
     object_pk = models.CharField(max_length=100)
+
+
+class Reading(models.Model):
+    """A table the plan tests fill with many rows and never analyze (tests/test_plans.py).
+
+    Nothing else writes to it, and on PostgreSQL autovacuum is off for it, so
+    the planner has no statistics: the state of a table loaded a minute ago.
+    """
+
+    serial = models.CharField(max_length=40, unique=True)
+    label = models.CharField(max_length=100)
+    value = models.IntegerField()
+    data = models.JSONField(null=True)
+
+    def __str__(self) -> str:
+        return self.serial
+
+
+class ReadingTag(models.Model):
+    """Deleted with its reading (CASCADE): the delete chunk's cascade query."""
+
+    reading = models.ForeignKey(Reading, on_delete=models.CASCADE)
+    tag = models.CharField(max_length=20)

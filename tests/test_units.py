@@ -242,3 +242,103 @@ def test_the_demo_finds_its_project_in_the_checkout() -> None:
     from bulkpar.cli.demo import DEMO_DIR
 
     assert (DEMO_DIR / "manage.py").is_file(), DEMO_DIR
+
+
+JSON_LINES = [
+    b'{"a": 1, "a": 2}',  # duplicate keys: the last wins
+    b'{"n": 18446744073709551616}',  # beyond 64 bits: orjson would give a float
+    b'{"n": -9223372036854775809}',
+    b'{"n": 9223372036854775807, "m": -9223372036854775808}',
+    b'{"f": 0.1, "g": 5e-324, "h": 1.7976931348623157e308, "z": -0.0, "e": 1e-320}',
+    b'{"f": 0.12345678901234567890123}',
+    b'{"x": NaN, "y": Infinity, "w": -Infinity}',  # json's extensions
+    b'{"s": "\\ud800"}',  # a lone surrogate
+    b'\xef\xbb\xbf{"bom": true}',
+    b'{"u": "caf\xc3\xa9 \\u00e9 \xf0\x9f\x98\x80", "nested": {"l": [1, null, "", false]}}',
+    '{"utf16": 1}'.encode("utf-16"),
+]
+
+
+@pytest.mark.parametrize("line", JSON_LINES)
+def test_json_lines_are_read_exactly_as_json_reads_them(line: bytes) -> None:
+    import json
+    import math
+
+    from bulkpar.inputs.sources import parse_json_line
+
+    def typed(value: object) -> object:  # 1 == 1.0 == True and nan != nan: compare by repr
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        if isinstance(value, float) and math.isnan(value):
+            return "nan"
+        return (type(value).__name__, repr(value))
+
+    assert typed(parse_json_line(line)) == typed(json.loads(line))
+
+
+def test_a_line_that_is_not_json_raises_json_s_error() -> None:
+    import json
+
+    from bulkpar.inputs.sources import parse_json_line
+
+    with pytest.raises(json.JSONDecodeError):
+        parse_json_line(b'{"a": }')
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "values"),
+    [
+        (
+            Product,
+            "price",
+            [
+                None,
+                Decimal("1.50"),
+                Decimal("-0.00"),
+                Decimal("12345678.99"),
+                Decimal("1E+2"),
+                Decimal("NaN"),
+                "2.5",
+                3,
+                0.25,
+            ],
+        ),
+        (
+            Article,
+            "published_at",
+            [
+                None,
+                datetime.datetime(2024, 3, 31, 1, 30, tzinfo=datetime.timezone.utc),
+                datetime.datetime(
+                    2024, 3, 31, 2, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=-7))
+                ),
+                "2024-01-01T00:00:00+05:30",
+            ],
+        ),
+    ],
+)
+def test_the_writers_fast_preparers_give_what_the_field_gives(
+    model: type, name: str, values: list[object]
+) -> None:
+    import warnings
+
+    from django.db import connection
+
+    from bulkpar.writers.values import preparer
+
+    field = model._meta.get_field(name)
+    prepare = preparer(field, connection)
+    for value in values:
+        try:
+            expected = field.get_db_prep_save(value, connection)
+        except Exception as exc:  # the fast path must refuse it the same way
+            with pytest.raises(type(exc)):
+                prepare(value)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a naive datetime warns in both or neither
+            got = prepare(value)
+        assert (type(got), got) == (type(expected), expected), value
+        assert str(got) == str(expected), value

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,6 +24,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from bulkpar.errors import InputError, UsageError
+
+try:  # a wheel on every common platform; json alone where it is missing
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _orjson = None  # type: ignore[assignment]
 
 FORMATS = ("csv", "jsonl", "json")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -43,6 +49,39 @@ def parse_delimiter(delimiter: str) -> str:
             f"--delimiter {delimiter!r}: give one character, e.g. ';' or '|', or 'tab'"
         )
     return char
+
+
+#: An integer literal orjson would turn into a float (it has 64-bit integers only).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_MAYBE_LOSSY = (float, dict, list)
+
+
+def parse_json_line(line: bytes) -> Any:
+    """One JSON value, as :func:`json.loads` reads it, at orjson's speed where they agree.
+
+    orjson parses a line about four times faster, but refuses what ``json``
+    accepts (NaN and Infinity, lone surrogates, a byte-order mark, other
+    encodings) and reads an integer beyond 64 bits as a float, silently. A
+    line whose values hold a float (or a nested object or array) and a run
+    of 19 or more digits, and any line orjson refuses, is read by ``json``
+    instead, so the values are always ``json``'s.
+
+    Raises:
+        json.JSONDecodeError: the line is not JSON (``json``'s own message).
+    """
+    if _orjson is None:
+        return json.loads(line)
+    try:
+        value = _orjson.loads(line)
+    except _orjson.JSONDecodeError:
+        return json.loads(line)
+    # only a float can be a too-long integer: look at the text when there is one
+    if type(value) is dict:
+        if not any(type(v) in _MAYBE_LOSSY for v in value.values()):
+            return value
+    elif type(value) not in _MAYBE_LOSSY:
+        return value
+    return json.loads(line) if _LONG_DIGITS.search(line) else value
 
 
 @dataclass(frozen=True)
@@ -212,7 +251,7 @@ class FileSource:
             if not line:
                 continue
             try:
-                value = json.loads(line)
+                value = parse_json_line(line)
             except json.JSONDecodeError as exc:
                 raise InputError(
                     f"{self.name}, line {number}: not valid JSON ({exc.msg}); "

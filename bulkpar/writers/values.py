@@ -227,13 +227,19 @@ def preparer(field: Any, connection: Any) -> Callable[[Any], Any]:
     """``field.get_db_prep_save`` for ``connection``, skipped where it is the identity.
 
     For Django's plain field types a value that already has the field's
-    Python type (or is None) goes to the driver as it is; anything else —
-    other types, custom fields, JSON, dates — goes through the field.
+    Python type (or is None) goes to the driver as it is; so do finite
+    decimals and aware datetimes where the backend hands them to its driver
+    unchanged (PostgreSQL: see :func:`_passes_through`); anything else —
+    other types, custom fields, JSON, naive datetimes — goes through the field.
     """
     prep = field.get_db_prep_save
     plain = None
     if type(field).__module__.startswith("django.db"):
         plain = _PLAIN_TYPES.get(type(field).__name__)
+        if plain is None:
+            special = _passes_through(field, connection)
+            if special is not None:
+                return special
     if plain is None:
         return lambda value: prep(value, connection)
 
@@ -257,6 +263,53 @@ def key_span_sql(
         return f"{alias}.{column} >= %s AND {alias}.{column} <= %s"
 
     return within, [prepare(span.first), prepare(span.last)]
+
+
+def _passes_through(field: Any, connection: Any) -> Callable[[Any], Any] | None:
+    """A fast preparer for Django's DecimalField and DateTimeField, where it is exact.
+
+    ``DecimalField.get_db_prep_save`` is ``adapt_decimalfield_value(Decimal(v))``
+    and ``DateTimeField``'s, for an aware datetime with ``USE_TZ``,
+    ``adapt_datetimefield_value(v)``. Whether the backend's adapter is the
+    identity depends on the backend and Django's version (PostgreSQL passes
+    both through; MariaDB and SQLite make strings; Django 4.2 formats
+    decimals), so it is asked once: an adapter that hands back the very object
+    it was given passes values through, and only then is the field skipped.
+    """
+    import datetime
+    import decimal
+
+    from django.conf import settings
+
+    prep = field.get_db_prep_save
+    kind = type(field).__name__
+    ops = connection.ops
+    if kind == "DecimalField":
+        sample = decimal.Decimal("1.5")
+        if (
+            ops.adapt_decimalfield_value(sample, field.max_digits, field.decimal_places)
+            is not sample
+        ):
+            return None
+
+        def prepare_decimal(value: Any) -> Any:
+            if value is None or (type(value) is decimal.Decimal and value.is_finite()):
+                return value
+            return prep(value, connection)
+
+        return prepare_decimal
+    if kind == "DateTimeField" and settings.USE_TZ:
+        moment = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+        if ops.adapt_datetimefield_value(moment) is not moment:
+            return None
+
+        def prepare_datetime(value: Any) -> Any:
+            if value is None or (type(value) is datetime.datetime and value.tzinfo is not None):
+                return value
+            return prep(value, connection)
+
+        return prepare_datetime
+    return None
 
 
 def fields_by_table(model: Any, fields: Sequence[Any]) -> list[tuple[Any, list[Any]]]:

@@ -443,6 +443,15 @@ def _update(func_workers: list[int], pool_workers: list[int]) -> list[Approach]:
             )
             for n in pool_workers
         ),
+        ScriptApproach(
+            name="raw-psycopg-update-func",
+            group="update",
+            effect=bump,
+            description="one psycopg 3 connection, no Django: stream every row, bump it in "
+            "Python, COPY into a temp table, one UPDATE … FROM (the issue-12 reference)",
+            workers=None,
+            script="raw-psycopg-update-func",
+        ),
         PsqlApproach(
             name="sql-update-func-equivalent",
             group="update",
@@ -589,6 +598,18 @@ def _load(func_workers: list[int], pool_workers: list[int]) -> list[Approach]:
                 job_args=(*upsert_args, "--method", "values"),
             )
             for n in pool_workers
+        ),
+        script(
+            "raw-psycopg-create",
+            create,
+            "one psycopg 3 connection, no Django: json.loads every line, COPY into the table "
+            "(the issue-12 reference)",
+        ),
+        script(
+            "raw-psycopg-upsert",
+            upsert,
+            "one psycopg 3 connection, no Django: json.loads every line, COPY into a temp "
+            "table, one INSERT … ON CONFLICT … WHERE … IS DISTINCT FROM (the issue-12 reference)",
         ),
         PsqlApproach(
             name="copy-temp-insert-on-conflict",
@@ -991,6 +1012,89 @@ def futures_per_object_pool(work: ScriptArgs, phases: dict[str, float]) -> int:
     return saved
 
 
+def _raw_rows(path: Path) -> Iterator[tuple[Any, ...]]:
+    """The load group's records as COPY rows (LOAD_EXPRESSIONS order), parsed in Python."""
+    columns = list(LOAD_EXPRESSIONS)
+    with path.open("rb") as file:
+        for line in file:
+            record = json.loads(line)
+            yield tuple(record[c] for c in columns)
+
+
+def _raw_copy(cursor: Any, table: str, rows: Iterator[tuple[Any, ...]]) -> int:
+    count = 0
+    with cursor.copy(f"COPY {table} ({LOAD_COLUMNS}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count
+
+
+def raw_psycopg_update_func(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """One psycopg 3 connection, no Django: read every row, bump it in Python, COPY, one UPDATE."""
+    import database
+
+    start = time.perf_counter()
+    with database.connect() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE bumped ON COMMIT DROP AS "
+            f"SELECT id, score, email FROM {TABLE} WITH NO DATA"
+        )
+        rows = []
+        with conn.cursor(name="rows") as reader:  # a server-side cursor: rows stream
+            reader.itersize = 10_000
+            reader.execute(f"SELECT id, score, email FROM {TABLE} ORDER BY id")
+            for row_id, score, email in reader:
+                rows.append((row_id, score + 1, email.upper()))
+        read = time.perf_counter()
+        phases["read and transform"] = read - start
+        with cursor.copy("COPY bumped (id, score, email) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"UPDATE {TABLE} AS t SET score = b.score, email = b.email FROM bumped AS b "
+            "WHERE t.id = b.id"
+        )
+        written = int(cursor.rowcount)
+        conn.commit()
+        phases["copy and update"] = time.perf_counter() - read
+    return written
+
+
+def raw_psycopg_create(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """One psycopg 3 connection, no Django: parse the JSON Lines in Python, COPY into the table."""
+    import database
+
+    start = time.perf_counter()
+    with database.connect() as conn, conn.cursor() as cursor:
+        written = _raw_copy(cursor, TABLE, _raw_rows(work.input))
+        conn.commit()
+    phases["read and copy"] = time.perf_counter() - start
+    return written
+
+
+def raw_psycopg_upsert(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """One psycopg 3 connection: parse, COPY into a temp table, one INSERT … ON CONFLICT."""
+    import database
+
+    start = time.perf_counter()
+    with database.connect() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE incoming ON COMMIT DROP AS "
+            f"SELECT {LOAD_COLUMNS} FROM {TABLE} WITH NO DATA"
+        )
+        records = _raw_copy(cursor, "incoming", _raw_rows(work.input))
+        copied = time.perf_counter()
+        phases["read and copy"] = copied - start
+        cursor.execute(
+            f"INSERT INTO {TABLE} ({LOAD_COLUMNS}) SELECT {LOAD_COLUMNS} FROM incoming "
+            f"ON CONFLICT (external_id) DO UPDATE SET {_UPSERT_SET} WHERE {_UPSERT_CHANGED}"
+        )
+        conn.commit()
+        phases["insert on conflict"] = time.perf_counter() - copied
+    return records
+
+
 @dataclass(frozen=True)
 class ScriptArgs:
     """What ``--child`` passes a script function.
@@ -1044,6 +1148,9 @@ SCRIPTS: dict[str, Script] = {
     "django-bulk-load-create": Script(django_bulk_load_create, django=True, psycopg2=True),
     "django-save-loop-serial": Script(django_save_loop_serial, django=True),
     "futures-per-object-pool": Script(futures_per_object_pool, django=True),
+    "raw-psycopg-update-func": Script(raw_psycopg_update_func, django=False),
+    "raw-psycopg-create": Script(raw_psycopg_create, django=False),
+    "raw-psycopg-upsert": Script(raw_psycopg_upsert, django=False),
 }
 
 

@@ -123,6 +123,31 @@ def prepare() -> None:
     )
 
 
+#: The state every run finds the table in: ``analyzed`` (``VACUUM (ANALYZE)`` after
+#: seeding, the planner knows the table) or ``fresh`` (as a table loaded a minute
+#: ago: never vacuumed nor analyzed, no planner statistics, autovacuum kept away
+#: for the run). Set by ``bench/run.py --table``.
+TABLE_STATES = ("analyzed", "fresh")
+table_state = "analyzed"
+
+
+def settle(conn: psycopg.Connection[Any], table: str) -> None:
+    """Leave a freshly seeded ``table`` in :data:`table_state`, then CHECKPOINT.
+
+    TRUNCATE resets the table's size estimate but keeps the column statistics
+    of an earlier ANALYZE, so ``fresh`` deletes them (the harness connects as
+    a superuser) and turns autovacuum off for the table, which would analyze
+    it in the middle of a run.
+    """
+    if table_state == "fresh":
+        conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        conn.execute("DELETE FROM pg_statistic WHERE starelid = %s::regclass", [table])
+    else:
+        conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+        conn.execute(f"VACUUM (ANALYZE) {table}")
+    conn.execute("CHECKPOINT")
+
+
 def seed(conn: psycopg.Connection[Any], rows: int) -> State:
     """Reset the table to ``rows`` seeded rows (ids 1..rows) and return its checked state.
 
@@ -142,8 +167,7 @@ def seed(conn: psycopg.Connection[Any], rows: int) -> State:
         f"SELECT {', '.join(values)} FROM generate_series(1::bigint, {int(rows)}) AS i"
     )
     conn.execute(f"SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), {int(rows)})")
-    conn.execute(f"VACUUM (ANALYZE) {TABLE}")
-    conn.execute("CHECKPOINT")
+    settle(conn, TABLE)
     state = read_state(conn)
     expected = State.seeded(rows, state.score_sum)
     if state != expected:
@@ -408,8 +432,7 @@ def seed_for(conn: psycopg.Connection[Any], rows: int, effect: Effect) -> Any:
     if effect.group == "save":
         conn.execute(f"TRUNCATE {SAVE_TABLE}, {AUDIT_TABLE} RESTART IDENTITY")
         for table in (SAVE_TABLE, AUDIT_TABLE):
-            conn.execute(f"VACUUM (ANALYZE) {table}")
-        conn.execute("CHECKPOINT")
+            settle(conn, table)
         return SaveState(rows, rows, rows, rows, rows)
     conn.execute(f"TRUNCATE {TABLE} RESTART IDENTITY")
     counts = load_counts(rows)
@@ -425,8 +448,7 @@ def seed_for(conn: psycopg.Connection[Any], rows: int, effect: Effect) -> Any:
             f"FROM generate_series(1::bigint, {int(rows)}) AS i WHERE i % 2 = 0"
         )
     conn.execute(f"SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), {int(rows) + 1}, false)")
-    conn.execute(f"VACUUM (ANALYZE) {TABLE}")
-    conn.execute("CHECKPOINT")
+    settle(conn, TABLE)
     existing = 0 if effect is Effect.CREATE else rows - counts.created
     changed = 0 if effect is Effect.CREATE else counts.changed
     seeded = read_load_state(conn, rows)

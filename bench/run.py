@@ -591,6 +591,7 @@ def _render_header(results: dict[str, Any], size: str) -> list[str]:
         f"psycopg {machine['psycopg']}, bulkpar {machine['bulkpar']} ({_describe_git(machine)}) |",
         f"| PostgreSQL | {machine['postgresql']} ({pg_notes}) |",
         f"| bulkpar source | {_describe_sources(results)} |",
+        f"| Table | {_describe_table(results.get('table', 'analyzed'))} |",
         "| Method | every run is a fresh process, timed from start to exit; the table is "
         "re-seeded (untimed) before every run and every row is checked after it; approaches "
         "are interleaved and their order rotates each repeat; RSS is summed over the process "
@@ -601,6 +602,12 @@ def _render_header(results: dict[str, Any], size: str) -> list[str]:
         f"CPU were done again (at most {results['redo']} times): {redone} attempt(s) discarded.",
         "",
     ]
+
+
+def _describe_table(state: str) -> str:
+    if state == "fresh":
+        return "fresh: loaded before each run and never analyzed (no planner statistics)"
+    return "analyzed: VACUUM (ANALYZE) after seeding each run"
 
 
 def _entries(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -770,6 +777,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="benchmark bulkpar as committed at this git revision (exported to a temporary "
         "directory) instead of the working tree, which may change during the run",
     )
+    parser.add_argument(
+        "--table",
+        choices=database.TABLE_STATES,
+        default="analyzed",
+        help="the table every run starts from: analyzed (VACUUM ANALYZE after seeding, the "
+        "default) or fresh (loaded and never analyzed: no planner statistics, as in the middle "
+        "of a data migration)",
+    )
     parser.add_argument("--name", help="results file name suffix (default: the approaches' group)")
     parser.add_argument(
         "--timeout", type=float, default=1800, help="seconds before a run is killed (FAILED)"
@@ -850,6 +865,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         approaches.run_script(args.child, args.workers[0] if args.workers else None, args.input)
         return
     selected: list[Approach] = args.selected
+    database.table_state = args.table
     if args.list:
         for approach in selected:
             print(f"{approach.name:45} {approach.group:7} {approach.description}")
@@ -908,6 +924,7 @@ def _header(
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "repeat": args.repeat,
         "chunk": approaches.CHUNK,
+        "table": args.table,
         "max_other_cpu": args.max_other_cpu,
         "redo": args.redo,
         "machine": machine,

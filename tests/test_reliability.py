@@ -238,3 +238,42 @@ def test_bad_input_gets_one_clear_line(db, tmp_path, run_cli):
         assert message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert Person.objects.count() == 0
+
+
+def test_a_pool_found_broken_at_submission_is_replaced(people, monkeypatch):
+    """A worker that dies between two waits makes the next ``submit`` raise BrokenProcessPool.
+
+    The runner must treat that like a death reported by a future: a new pool,
+    the chunks in flight rerun (or counted, if they committed), nothing lost.
+    Here the pool refuses the fifth submission once, as a broken pool does.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bulkpar.engine.executors import ProcessBackend
+
+    people(1000)
+    create = ProcessBackend.create
+    submissions = {"count": 0}
+
+    class RefusingOnce:
+        def __init__(self, pool):
+            self.pool = pool
+
+        def submit(self, fn, /, *args, **kwargs):
+            submissions["count"] += 1
+            if submissions["count"] == 5:
+                raise BrokenProcessPool("A child process terminated abruptly (simulated)")
+            return self.pool.submit(fn, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.pool, name)
+
+    def refusing_create(self, options, target):
+        pool, method = create(self, options, target)
+        return RefusingOnce(pool), method
+
+    monkeypatch.setattr(ProcessBackend, "create", refusing_create)
+    report = bulkpar.update(Person, func=f"{T}:bump_score", chunk=100, workers=2)
+    assert report.ok and report.workers_lost == 1
+    assert report.written == 1000 and report.chunks == 10
+    assert sorted(Person.objects.values_list("score", flat=True)) == list(range(1, 1001))

@@ -393,7 +393,13 @@ class _Scheduler(Generic[ChunkT]):
 
     def _submit(self, chunk: ChunkT) -> None:
         assert self.executor is not None
-        future = self.executor.submit(worker.run_chunk, self.job, chunk, self.chunk_options)
+        try:
+            future = self.executor.submit(worker.run_chunk, self.job, chunk, self.chunk_options)
+        except BrokenProcessPool:
+            # a worker died since the last wait and the pool refuses new work: this
+            # chunk never started; replace the pool (rerunning what was in flight)
+            self._replace_pool(None)
+            future = self.executor.submit(worker.run_chunk, self.job, chunk, self.chunk_options)
         self.in_flight[future] = chunk
 
     def _cancel_queued(self) -> None:
@@ -434,15 +440,17 @@ class _Scheduler(Generic[ChunkT]):
                 f"more than {limit} rows rejected (--max-rejects); fix the input and run again"
             )
 
-    def _replace_pool(self, first: ChunkT) -> None:
+    def _replace_pool(self, first: ChunkT | None) -> None:
         """A worker died: start a new pool and rerun the chunks that did not finish.
 
         When one worker dies the pool ends the others too and drops every
         result it had not delivered yet, including those of chunks that had
         committed. Workers also leave each result in ``result_dir`` right
         after the commit, so those chunks are counted, not run twice.
+        ``first`` is the chunk whose future reported the death (None when a
+        submission found the pool broken).
         """
-        lost = [first, *self.in_flight.values()]
+        lost = [*([] if first is None else [first]), *self.in_flight.values()]
         for future in list(self.in_flight):
             with contextlib.suppress(Exception):
                 future.exception()  # they all fail with the broken pool

@@ -180,8 +180,11 @@ def create(
 ) -> Report:
     """Insert records into ``model`` in parallel chunks.
 
-    ``rows`` is a path (CSV, JSON Lines, JSON; ``.gz`` too), ``"-"`` for
-    stdin, or any iterable of dicts (a generator stays lazy). Each record is
+    ``rows`` is a path (CSV, JSON Lines, JSON, ``.gz`` too; Parquet),
+    ``"-"`` for stdin, a ``pyarrow.Table`` or ``RecordBatchReader``, a pandas
+    DataFrame (NaN, NaT and ``pd.NA`` are None; the index is not read), or
+    any iterable of dicts (a generator stays lazy). Parquet and Arrow need
+    pyarrow (``pip install 'bulkpar[parquet]'``). Each record is
     converted with the model's fields; a record that cannot be converted is
     rejected (counted, written to ``rejects``) and the rest of its chunk is
     still written. Defaults, ``auto_now`` and ``auto_now_add`` are filled in
@@ -191,7 +194,8 @@ def create(
         ignore_conflicts: skip records whose unique key already exists, and
             count them (``report.skipped``), instead of failing the chunk. Of
             several records with one key the first in the input wins.
-        format: ``csv``, ``jsonl`` or ``json`` (default: from the file name).
+        format: ``csv``, ``jsonl``, ``json`` or ``parquet`` (default: from the
+            file name; Parquet cannot be read from stdin).
         delimiter: the CSV field separator (default ``,``; ``"tab"`` or
             ``"\\t"`` for tab-separated files); only for CSV paths and stdin.
         map: input column → field renames.
@@ -358,7 +362,8 @@ def save(
 
     Two sources:
 
-    * ``rows`` given (a path, ``"-"`` or an iterable of dicts): each record
+    * ``rows`` given (a path, ``"-"``, an Arrow table, a DataFrame or an
+      iterable of dicts, as for :func:`create`): each record
       becomes an instance of ``source`` (a model class) and is saved. With
       ``match``, the existing object with that key is loaded, updated and saved
       instead (update_or_create semantics: ``post_save`` gets the right

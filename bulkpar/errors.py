@@ -43,6 +43,10 @@ class InputError(BulkparError):
     """An input file cannot be read or is not in the format it claims."""
 
 
+class MissingDependencyError(BulkparError):
+    """An optional dependency is not installed (its message names the extra to install)."""
+
+
 class CheckpointMismatchError(InputError):
     """A resumed run's input differs from what the checkpoint journal committed."""
 

@@ -332,6 +332,7 @@ def create(**params: Any) -> None:
     Examples:
       bulkpar create --model app.Retweet --input retweets.jsonl --ignore-conflicts
       zcat users.csv.gz | bulkpar create --model app.User --input - --format csv
+      bulkpar create --model app.Sale --input sales.parquet --workers 4
 
     Each record is converted with the model's fields; records that cannot be
     converted are rejected (see --rejects) and the rest of their chunk is

@@ -131,9 +131,12 @@ def _add_input_options(func: F, required: bool) -> F:
 
     options = [
         click.option("--input", "input_path", required=required, metavar="FILE",
-                     help="CSV, JSON Lines or JSON file (.gz too), or - for stdin."),
+                     help="CSV, JSON Lines or JSON file (.gz too), Parquet file, "
+                     "or - for stdin."),
         click.option("--format", "input_format", type=click.Choice(FORMATS),
-                     help="Input format (default: from the file name; required for stdin)."),
+                     help="Input format (default: from the file name: .csv, .jsonl, .ndjson, "
+                     ".json, .parquet, .pq; required for stdin, which cannot be Parquet). "
+                     "Parquet needs pyarrow: pip install 'bulkpar[parquet]'."),
         click.option("--delimiter", metavar="CHAR",
                      help="CSV field separator, e.g. ';' or tab (default: ',')."),
         click.option("--map", "renames", multiple=True, metavar="COLUMN=FIELD",

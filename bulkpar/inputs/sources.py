@@ -5,7 +5,9 @@ never holds the input in memory, so a 10-million-row file costs what one chunk
 costs. Formats: CSV (header row), JSON Lines, JSON (a top-level array, parsed
 incrementally with ijson); gzip-compressed files by their ``.gz`` suffix.
 CSV fields may be as large as the platform allows (Python's ``csv`` module
-stops at 128 KiB by default).
+stops at 128 KiB by default). Parquet files and Arrow tables are read by
+:mod:`bulkpar.inputs.arrow`, pandas DataFrames by :mod:`bulkpar.inputs.dataframes`;
+:func:`as_source` picks the reader.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from bulkpar.errors import InputError, UsageError
 
@@ -30,8 +32,13 @@ try:  # a wheel on every common platform; json alone where it is missing
 except ImportError:  # pragma: no cover - orjson is a dependency
     _orjson = None  # type: ignore[assignment]
 
-FORMATS = ("csv", "jsonl", "json")
-_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+FORMATS = ("csv", "jsonl", "json", "parquet")
+#: The formats :class:`FileSource` reads (Parquet has a reader of its own).
+TEXT_FORMATS = ("csv", "jsonl", "json")
+_SUFFIXES = {
+    ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+    ".parquet": "parquet", ".pq": "parquet",
+}  # fmt: skip
 #: The largest CSV field read (the ``csv`` module's own default is 128 KiB).
 CSV_FIELD_LIMIT = min(2**31 - 1, sys.maxsize)
 _DELIMITER_NAMES = {"tab": "\t", "\\t": "\t"}
@@ -84,12 +91,87 @@ def parse_json_line(line: bytes) -> Any:
     return json.loads(line) if _LONG_DIGITS.search(line) else value
 
 
+def check_delimiter(delimiter: str | None, path: str, format: str) -> None:
+    """Refuse ``--delimiter`` for an input that is not read as CSV.
+
+    Raises:
+        UsageError: naming the input and the format it is read as.
+    """
+    if delimiter is not None and format != "csv":
+        raise UsageError(
+            f"--delimiter goes with CSV input; {path if path != '-' else 'stdin'} "
+            f"is read as {format}"
+        )
+
+
 @dataclass(frozen=True)
 class Record:
-    """One input record: where it came from and its raw values."""
+    """One input record: where it came from and its raw values.
+
+    ``line`` is the record's line in a CSV or JSON Lines file, its item number
+    in a JSON array, its row number in a Parquet file, table or DataFrame, or
+    its position in an iterable; 1-based.
+    """
 
     line: int
     values: dict[str, Any]
+
+
+class Source(Protocol):
+    """What ``create``, ``upsert`` and ``save`` read records from.
+
+    Attributes:
+        format: ``csv``, ``jsonl``, ``json``, ``parquet``, ``arrow``, ``pandas``
+            or ``python``; only CSV holds text cells (see
+            :class:`bulkpar.inputs.conversion.ColumnPlan`).
+        total_bytes: the input's size for a progress bar in bytes (None: count rows).
+    """
+
+    format: str
+    total_bytes: int | None
+
+    @property
+    def name(self) -> str:
+        """How the input is named in messages."""
+        ...
+
+    def bytes_read(self) -> int | None:
+        """How far the reading is, in bytes (None when not counted in bytes)."""
+        ...
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the input in a checkpoint's job fingerprint."""
+        ...
+
+    def __iter__(self) -> Iterator[Record]: ...
+
+
+#: Rows a columnar input (Parquet, Arrow, pandas) turns into Python values at a time:
+#: what one batch of records holds in memory.
+BATCH_ROWS = 10_000
+
+
+def records_from_columns(
+    names: Sequence[str], columns: Sequence[Sequence[Any]], first_line: int, source: str
+) -> Iterator[Record]:
+    """Records zipped from equally long columns of values, numbered from ``first_line``.
+
+    Columnar inputs (Parquet, Arrow, pandas) convert a column at a time,
+    which is far cheaper than a value at a time.
+
+    Raises:
+        InputError: a column name repeats (Arrow and pandas allow it; a record cannot).
+    """
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(
+            f"{source} has more than one column named {', '.join(map(repr, repeated))}; "
+            "rename or drop the extra columns"
+        )
+    if not names:
+        raise InputError(f"{source} has no columns: nothing to load")
+    for line, values in enumerate(zip(*columns, strict=True), start=first_line):
+        yield Record(line, dict(zip(names, values, strict=True)))
 
 
 def guess_format(path: str) -> str:
@@ -98,10 +180,8 @@ def guess_format(path: str) -> str:
     Raises:
         UsageError: the suffix names no known format (pass ``--format``).
     """
-    name = path.removesuffix(".gz") if path.endswith(".gz") else path
-    suffix = os.path.splitext(name)[1].lower()
     try:
-        return _SUFFIXES[suffix]
+        return _SUFFIXES[_suffix(path)]
     except KeyError:
         raise UsageError(
             f"cannot tell the format of {path!r} from its name; pass --format {'|'.join(FORMATS)}"
@@ -109,7 +189,7 @@ def guess_format(path: str) -> str:
 
 
 class FileSource:
-    """Records read from a file (or ``-`` for stdin) in one of :data:`FORMATS`.
+    """Records read from a file (or ``-`` for stdin) in one of :data:`TEXT_FORMATS`.
 
     Attributes:
         path: the file name, or ``"-"`` for standard input.
@@ -122,7 +202,7 @@ class FileSource:
         if path != "-" and not os.path.exists(path):
             raise UsageError(
                 f"input file {path!r} does not exist; "
-                "give a path to a CSV, JSON Lines or JSON file, or - for stdin"
+                "give a path to a CSV, JSON Lines, JSON or Parquet file, or - for stdin"
             )
         if path == "-" and format is None:
             raise UsageError("reading stdin (--input -) needs --format csv|jsonl|json")
@@ -130,11 +210,12 @@ class FileSource:
             raise UsageError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
         self.path = path
         self.format = format or guess_format(path)
-        if delimiter is not None and self.format != "csv":
+        if self.format not in TEXT_FORMATS:
             raise UsageError(
-                f"--delimiter goes with CSV input; {path if path != '-' else 'stdin'} "
-                f"is read as {self.format}"
+                f"{path!r} is read as {self.format}: pass the path itself, or a "
+                "bulkpar.inputs.arrow.ParquetSource"
             )
+        check_delimiter(delimiter, path, self.format)
         self.delimiter = "," if delimiter is None else parse_delimiter(delimiter)
         self.total_bytes: int | None = None
         self._raw: IO[bytes] | None = None
@@ -333,21 +414,45 @@ class IterableSource:
             yield Record(number, dict(row))
 
 
-Source = FileSource | IterableSource
-
-
 def as_source(rows: Any, format: str | None = None, delimiter: str | None = None) -> Source:
-    """A Source for a path, ``"-"``, an existing Source, or an iterable of dicts.
+    """A Source for a path, ``"-"``, an existing Source, an Arrow table or reader,
+    a pandas DataFrame, or an iterable of dicts.
+
+    pyarrow and pandas are imported only to read their inputs: an object is
+    taken for a table or a DataFrame only when its library is loaded already.
 
     Raises:
-        UsageError: ``delimiter`` given for anything but a CSV path.
+        UsageError: ``delimiter`` given for anything but a CSV path, an unknown
+            format, a path that does not exist.
+        MissingDependencyError: a Parquet file without pyarrow installed.
     """
+    from bulkpar.inputs.arrow import ArrowSource, ParquetSource
+    from bulkpar.inputs.dataframes import DataFrameSource
+
     if isinstance(rows, str | Path):
-        return FileSource(str(rows), format, delimiter)
+        path = str(rows)
+        if format == "parquet" or (format is None and _SUFFIXES.get(_suffix(path)) == "parquet"):
+            return ParquetSource(path, delimiter)
+        return FileSource(path, format, delimiter)
     if delimiter is not None:
         raise UsageError("delimiter goes with a CSV file or stdin, not with an iterable of rows")
-    if isinstance(rows, FileSource | IterableSource):
+    if isinstance(rows, FileSource | IterableSource | ParquetSource | ArrowSource):
         return rows
+    if isinstance(rows, DataFrameSource):
+        return rows
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None and isinstance(
+        rows, pyarrow.Table | pyarrow.RecordBatch | pyarrow.RecordBatchReader
+    ):
+        return ArrowSource(rows)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(rows, pandas.DataFrame):
+        return DataFrameSource(rows)
     if isinstance(rows, Mapping):
         raise UsageError("rows must be an iterable of dicts, not a single dict")
     return IterableSource(rows)
+
+
+def _suffix(path: str) -> str:
+    """The suffix naming a file's format (``data.jsonl.gz`` → ``.jsonl``)."""
+    return os.path.splitext(path.removesuffix(".gz"))[1].lower()

@@ -24,6 +24,7 @@ from bulkpar.engine.checkpoint import Checkpoint, records_digest
 from bulkpar.engine.contracts import ChunkMark, RunOptions
 from bulkpar.engine.runner import Plan
 from bulkpar.errors import InputError, UsageError
+from bulkpar.inputs.arrow import ParquetSource
 from bulkpar.inputs.conversion import (
     ColumnPlan,
     OtherModel,
@@ -77,8 +78,9 @@ class LoadSpec:
 
     Attributes:
         model: the model class to load into.
-        rows: a path, ``"-"`` (stdin), a :class:`~bulkpar.inputs.sources.FileSource`
-            or an iterable of dicts.
+        rows: a path (CSV, JSON Lines, JSON, Parquet), ``"-"`` (stdin), a
+            :class:`~bulkpar.inputs.sources.Source`, a ``pyarrow.Table`` or
+            ``RecordBatchReader``, a pandas DataFrame, or an iterable of dicts.
         mode: create, create ignoring conflicts, or upsert.
         unique: upsert: the fields identifying a row (``"a,b"`` or an iterable).
         update: upsert: the fields overwritten on existing rows (None: every
@@ -241,7 +243,7 @@ def read_input(
     source = as_source(rows, format, delimiter)
     records = iter(source)
     first = next(records, None)
-    if first is None and isinstance(source, FileSource):
+    if first is None and isinstance(source, FileSource | ParquetSource):
         raise InputError(
             f"input {source.name} holds no records (an empty file, or a CSV header "
             "alone); nothing to load: check the export that produced it"

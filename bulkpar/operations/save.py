@@ -79,7 +79,8 @@ class SaveSpec:
 
     Attributes:
         source: a model class, or (without rows) a QuerySet.
-        rows: a path, ``"-"``, a FileSource or an iterable of dicts (None: queryset mode).
+        rows: a path, ``"-"``, a Source, an Arrow table, a DataFrame or an iterable of
+            dicts, as for a load (None: queryset mode).
         func: queryset mode: applied to each object before its save.
         match: input mode: the fields that find the existing object.
         fields: queryset mode: ``save(update_fields=…)``.

@@ -259,3 +259,23 @@ def _empty() -> None:
     with connection.cursor() as cursor:
         for model in (ReadingTag, Reading):
             cursor.execute(f"DELETE FROM {model._meta.db_table}")
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["all-rows", "filtered"])
+def test_the_planner_finds_each_boundary_through_the_key_index(filtered: bool) -> None:
+    """Each boundary probe (``pk > previous ORDER BY pk LIMIT 1 OFFSET chunk-1``) is an
+    index walk of one chunk; only the run's one COUNT of the selection reads it all."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite and MariaDB have no planner that skips the key for a LIMIT probe")
+    fill(LARGE)
+    selection = Reading.objects.filter(value__gt=5) if filtered else Reading
+    checked = UpdateSpec(selection, set={"label": "new"}, run=run_spec()).validate()
+    with explained() as plans:
+        plan = checked.planner(None)
+        chunks = [next(plan.chunks) for _ in range(3)]
+    skipped = 5 if filtered else 0  # value = id, and value > 5 leaves out ids 1-5
+    assert [c.hi for c in chunks] == [CHUNK * k + skipped for k in (1, 2, 3)]
+    probes = [(sql, lines) for sql, lines in plans if "COUNT(" not in sql.upper()]
+    assert len(probes) >= 3, plans
+    scans = [(sql, lines) for sql, lines in probes if lines]
+    assert not scans, scans

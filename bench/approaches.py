@@ -60,6 +60,7 @@ BUMP_FIELDS = ["score", "email"]
 MODEL_LABEL = "benchapp.Row"
 SAVE_MODEL_LABEL = "benchapp.Signalled"
 BUMP_REF = "benchapp.transforms:bump"
+BUMP_SCORE_REF = "benchapp.transforms:bump_score"
 #: The conflict target of every upsert.
 UNIQUE_FIELDS = ["external_id"]
 #: The groups, in the order ``--list`` and ``--group all`` show them.
@@ -451,6 +452,27 @@ def _update(func_workers: list[int], pool_workers: list[int]) -> list[Approach]:
             "Python, COPY into a temp table, one UPDATE … FROM (the issue-12 reference)",
             workers=None,
             script="raw-psycopg-update-func",
+        ),
+        *(
+            CliApproach(
+                name=f"bulkpar-func-score-w{n}",
+                group="update",
+                effect=Effect.BUMP_SCORE,
+                description=f"bulkpar update --func {BUMP_SCORE_REF} --chunk 1000 --workers {n}: "
+                "one narrow column (issue 12's case)",
+                workers=n,
+                job_args=("--func", BUMP_SCORE_REF),
+            )
+            for n in func_workers
+        ),
+        ScriptApproach(
+            name="raw-psycopg-update-score",
+            group="update",
+            effect=Effect.BUMP_SCORE,
+            description="one psycopg 3 connection, no Django: stream every row, score + 1 in "
+            "Python, COPY into a temp table, one UPDATE … FROM (the issue-12 reference)",
+            workers=None,
+            script="raw-psycopg-update-score",
         ),
         PsqlApproach(
             name="sql-update-func-equivalent",
@@ -1030,35 +1052,49 @@ def _raw_copy(cursor: Any, table: str, rows: Iterator[tuple[Any, ...]]) -> int:
     return count
 
 
-def raw_psycopg_update_func(work: ScriptArgs, phases: dict[str, float]) -> int:
-    """One psycopg 3 connection, no Django: read every row, bump it in Python, COPY, one UPDATE."""
+def _raw_update(
+    columns: Sequence[str],
+    transform: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+    phases: dict[str, float],
+) -> int:
+    """One psycopg 3 connection, no Django: stream the rows' ``columns``, transform them in
+    Python, COPY them into a temp table, one ``UPDATE … FROM`` and one commit."""
     import database
 
+    names = ", ".join(columns)
+    sets = ", ".join(f"{c} = b.{c}" for c in columns)
     start = time.perf_counter()
     with database.connect() as conn, conn.cursor() as cursor:
         cursor.execute(
-            f"CREATE TEMP TABLE bumped ON COMMIT DROP AS "
-            f"SELECT id, score, email FROM {TABLE} WITH NO DATA"
+            f"CREATE TEMP TABLE bumped ON COMMIT DROP AS SELECT id, {names} FROM {TABLE} "
+            "WITH NO DATA"
         )
         rows = []
         with conn.cursor(name="rows") as reader:  # a server-side cursor: rows stream
             reader.itersize = 10_000
-            reader.execute(f"SELECT id, score, email FROM {TABLE} ORDER BY id")
-            for row_id, score, email in reader:
-                rows.append((row_id, score + 1, email.upper()))
+            reader.execute(f"SELECT id, {names} FROM {TABLE} ORDER BY id")
+            for row in reader:
+                rows.append((row[0], *transform(row[1:])))
         read = time.perf_counter()
         phases["read and transform"] = read - start
-        with cursor.copy("COPY bumped (id, score, email) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        cursor.execute(
-            f"UPDATE {TABLE} AS t SET score = b.score, email = b.email FROM bumped AS b "
-            "WHERE t.id = b.id"
-        )
+        with cursor.copy(f"COPY bumped (id, {names}) FROM STDIN") as copy:
+            for values in rows:
+                copy.write_row(values)
+        cursor.execute(f"UPDATE {TABLE} AS t SET {sets} FROM bumped AS b WHERE t.id = b.id")
         written = int(cursor.rowcount)
         conn.commit()
         phases["copy and update"] = time.perf_counter() - read
     return written
+
+
+def raw_psycopg_update_func(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """The reference for ``bump``: score + 1 and upper-cased email."""
+    return _raw_update(["score", "email"], lambda r: (r[0] + 1, r[1].upper()), phases)
+
+
+def raw_psycopg_update_score(work: ScriptArgs, phases: dict[str, float]) -> int:
+    """The reference for ``bump_score``: score + 1."""
+    return _raw_update(["score"], lambda r: (r[0] + 1,), phases)
 
 
 def raw_psycopg_create(work: ScriptArgs, phases: dict[str, float]) -> int:
@@ -1149,6 +1185,7 @@ SCRIPTS: dict[str, Script] = {
     "django-save-loop-serial": Script(django_save_loop_serial, django=True),
     "futures-per-object-pool": Script(futures_per_object_pool, django=True),
     "raw-psycopg-update-func": Script(raw_psycopg_update_func, django=False),
+    "raw-psycopg-update-score": Script(raw_psycopg_update_score, django=False),
     "raw-psycopg-create": Script(raw_psycopg_create, django=False),
     "raw-psycopg-upsert": Script(raw_psycopg_upsert, django=False),
 }

@@ -246,6 +246,8 @@ class Effect(Enum):
 
     #: ``benchapp.transforms.bump``: ``score += 1`` and ``email = email.upper()`` on every row.
     BUMP = "score+1, upper(email)"
+    #: ``benchapp.transforms.bump_score``: ``score += 1`` on every row, nothing else.
+    BUMP_SCORE = "score+1"
     #: ``active = false`` on every row.
     DEACTIVATE = "active=false"
     #: Insert every input row into an empty table.
@@ -260,7 +262,7 @@ class Effect(Enum):
     @property
     def group(self) -> str:
         """The benchmark group whose seed and check this effect uses."""
-        if self in (Effect.BUMP, Effect.DEACTIVATE):
+        if self in (Effect.BUMP, Effect.BUMP_SCORE, Effect.DEACTIVATE):
             return "update"
         return "save" if self is Effect.SAVE else "load"
 
@@ -275,6 +277,10 @@ class Effect(Enum):
                 score_bumped=n,
                 email_seed=0,
                 email_upper=n,
+            )
+        if self is Effect.BUMP_SCORE:
+            return dataclasses.replace(
+                seeded, score_sum=seeded.score_sum + n, score_seed=0, score_bumped=n
             )
         if self is Effect.DEACTIVATE:
             return dataclasses.replace(seeded, active=0)

@@ -30,7 +30,7 @@ def update(
     fields: Iterable[str] | None = None,
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     touch: bool = True,
@@ -67,14 +67,19 @@ def update(
             decimal digits and places (never rounded), integer range — once,
             before any write. ``None`` is SQL NULL; ``Value(None,
             JSONField())`` is JSON null.
-        func: a callable or ``"module:callable"``; for the process executor it
-            must be importable by name (defined at module level).
+        func: a callable or ``"module:callable"``; for the ``auto`` and
+            ``process`` executors it must be importable by name (defined at
+            module level), even for a small job that runs in this process:
+            the same call works whatever the table's size.
         fields: the fields ``func`` may change; changes to others are ignored.
             Default: every concrete field, detected by comparing values.
         chunk: rows per chunk and per transaction.
         workers: parallel workers (default: CPUs available).
-        executor: ``"process"`` (default), ``"thread"`` or ``"serial"``.
-        start_method: ``fork``, ``forkserver`` or ``spawn`` (process executor).
+        executor: ``"auto"`` (default: a pool of worker processes, except for
+            a job of at most two chunks, which runs in this process and
+            says so in ``report.executor``), ``"process"`` (always a pool),
+            ``"thread"`` or ``"serial"``.
+        start_method: ``fork``, ``forkserver`` or ``spawn`` (worker processes).
         database: alias to write to (default: the queryset's, or the router's).
         touch: refresh ``auto_now`` fields of written rows.
         lock: ``SELECT … FOR UPDATE`` each chunk's rows before ``func`` runs,
@@ -167,7 +172,7 @@ def create(
     method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
@@ -258,7 +263,7 @@ def upsert(
     method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
@@ -343,7 +348,7 @@ def save(
     validate: bool = False,
     chunk: int = 500,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
@@ -426,7 +431,7 @@ def delete(
     archive: str | None = None,
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,30 +90,51 @@ def ping() -> WorkerInfo:
     return WorkerInfo(pid=os.getpid(), setup_seconds=_setup_seconds, error=_setup_error)
 
 
-def tune_connections(database: str) -> None:
-    """Per-backend connection settings for concurrent bulk writers.
+def tune_connections(database: str) -> Callable[[], None]:
+    """Per-backend connection settings for concurrent bulk writers; returns their undoing.
 
     SQLite: writers take the write lock when their transaction begins
     (``BEGIN IMMEDIATE``) and wait for it (``busy_timeout``). With the default
     deferred transactions, two workers that both read first and then write
     deadlock, and SQLite answers "database is locked" at once instead of
-    waiting.
+    waiting. A worker process keeps these settings; a run in the caller's
+    own process (``serial``, small jobs) undoes them when it ends.
     """
     from django.db import connections
     from django.db.backends.signals import connection_created
 
     connection = connections[database]
     if connection.vendor != "sqlite":
-        return
+        return lambda: None
+    uid = f"bulkpar-{database}"
+    before = {
+        name: connection.__dict__[name]
+        for name in ("transaction_mode", "_start_transaction_under_autocommit")
+        if name in connection.__dict__
+    }
+    timeout: list[Any] = []
 
     def on_connect(sender: Any, connection: Any, **kwargs: Any) -> None:
         if connection.alias == database and connection.vendor == "sqlite":
+            if not timeout:
+                timeout.append(connection.connection.execute("PRAGMA busy_timeout").fetchone()[0])
             connection.connection.execute("PRAGMA busy_timeout = 60000")
             use_immediate_transactions(connection)
 
-    connection_created.connect(on_connect, weak=False, dispatch_uid=f"bulkpar-{database}")
+    def restore() -> None:
+        connection_created.disconnect(dispatch_uid=uid)
+        for name in ("transaction_mode", "_start_transaction_under_autocommit"):
+            if name in before:
+                connection.__dict__[name] = before[name]
+            else:
+                connection.__dict__.pop(name, None)
+        if connection.connection is not None and timeout:
+            connection.connection.execute(f"PRAGMA busy_timeout = {int(timeout[0])}")
+
+    connection_created.connect(on_connect, weak=False, dispatch_uid=uid)
     if connection.connection is not None:
         on_connect(None, connection)
+    return restore
 
 
 def use_immediate_transactions(connection: Any) -> None:

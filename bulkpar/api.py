@@ -11,15 +11,17 @@ for the API and the CLI alike. The CLI builds the same specs and calls
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkpar.engine.runner import ProgressSink, run
-from bulkpar.operations.delete import DeleteSpec
-from bulkpar.operations.load import LoadMode, LoadSpec
 from bulkpar.operations.options import RunSpec
-from bulkpar.operations.save import SaveSpec
-from bulkpar.operations.update import UpdateSpec
 from bulkpar.report import Report
+
+if TYPE_CHECKING:  # each function imports its own operation: one run loads one
+    from bulkpar.operations.delete import DeleteSpec
+    from bulkpar.operations.load import LoadSpec
+    from bulkpar.operations.save import SaveSpec
+    from bulkpar.operations.update import UpdateSpec
 
 
 def update(
@@ -111,6 +113,8 @@ def update(
         bulkpar.errors.BulkparError: invalid arguments, unknown fields, an
             unreachable database, or workers that cannot start.
     """
+    from bulkpar.operations.update import UpdateSpec
+
     spec = UpdateSpec(
         queryset,
         set=set,
@@ -219,6 +223,8 @@ def create(
     Returns:
         The Report: ``input_rows == created + skipped + rejected + failed_rows``.
     """
+    from bulkpar.operations.load import LoadMode, LoadSpec
+
     spec = LoadSpec(
         model,
         rows,
@@ -300,6 +306,8 @@ def upsert(
         The Report with ``created``, ``updated``, ``unchanged``, ``rejected``
         and ``duplicates``, which add up to ``input_rows``.
     """
+    from bulkpar.operations.load import LoadMode, LoadSpec
+
     spec = LoadSpec(
         model,
         rows,
@@ -393,6 +401,8 @@ def save(
         The Report: ``saved`` (= ``written``), ``created``, ``updated``,
         ``skipped``, ``rejected``.
     """
+    from bulkpar.operations.save import SaveSpec
+
     spec = SaveSpec(
         source,
         rows,
@@ -470,6 +480,8 @@ def delete(
         model, ``report.written`` those of the selected model;
         ``matched = written + skipped + failed_rows + not_attempted``.
     """
+    from bulkpar.operations.delete import DeleteSpec
+
     return execute(
         DeleteSpec(
             queryset,

@@ -4,6 +4,7 @@ runner counts and plans, and a worker that cannot start still stops it before an
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 from django.db.models import F
@@ -11,8 +12,9 @@ from testproject.testapp.models import Person, SaveLog, Signalled
 
 import bulkpar
 from bulkpar.engine import executors
-from bulkpar.engine.runner import SMALL_JOB_NOTE
-from bulkpar.errors import WorkerSetupError
+from bulkpar.engine.contracts import ChunkMark, RunOptions
+from bulkpar.engine.runner import SMALL_JOB_NOTE, Plan, _Scheduler
+from bulkpar.errors import InputError, WorkerSetupError
 
 T = "testproject.testapp.transforms"
 MODEL = ("--settings", "testproject.settings", "--model", "testapp.Person")
@@ -207,3 +209,72 @@ def markers(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setenv("BULKPAR_TEST_MARKERS", str(folder))
     return folder
+
+
+# -- the decision, on a scripted plan ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """A chunk of a scripted plan: ``size`` records (0: a key range), cut at ``position``."""
+
+    index: int
+    size: int = 0
+    position: int | None = None
+    partition: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"part {self.index}"
+
+    def mark(self) -> ChunkMark:
+        return ChunkMark()
+
+
+def plan_ahead(parts, *, total=None, unit="rows", fail_at=None):
+    """Whether the scripted plan is small (chunk 10), how many parts were read, and the runner."""
+    read = []
+
+    def chunks():
+        for part in parts:
+            if part.index == fail_at:
+                raise InputError("line 99: bad record")
+            read.append(part)
+            yield part
+
+    plan = Plan(chunks=chunks(), total=total, unit=unit, chunk=10)
+    scheduler = _Scheduler(None, plan, RunOptions(workers=2), None, None)  # type: ignore[arg-type]
+    return scheduler._plan_ends_within(2), len(read), scheduler
+
+
+@pytest.mark.parametrize(
+    ("sizes", "small", "read"),
+    [
+        ([0], True, 1),  # one key range
+        ([0, 0], True, 2),
+        ([0, 0, 0, 0], False, 3),  # a third range: the plan stops being read there
+        ([10, 10], True, 2),
+        ([10, 10, 1, 10], False, 3),
+        ([5, 5, 5, 5], True, 4),  # four partitions' partial chunks: twenty records
+        ([], True, 0),
+    ],
+)
+def test_a_plan_is_small_when_it_ends_within_two_chunks_of_rows(sizes, small, read):
+    parts = [Part(i, size) for i, size in enumerate(sizes)]
+    assert plan_ahead(parts)[:2] == (small, read)
+
+
+def test_the_bytes_read_of_a_file_tell_early_that_it_is_big():
+    # ten records in the first 50 of 1,000 bytes: some 200 records, more than 2 x 2 chunks
+    parts = [Part(i, 10, position=50 * (i + 1)) for i in range(20)]
+    assert plan_ahead(parts, total=1000, unit="bytes")[:2] == (False, 1)
+    # the same first chunk in a 120-byte file: keep reading to know
+    parts = [Part(0, 10, position=50), Part(1, 10, position=100), Part(2, 4, position=120)]
+    assert plan_ahead(parts, total=120, unit="bytes")[:2] == (False, 3)
+
+
+def test_an_error_in_the_plan_waits_for_the_chunks_before_it():
+    small, read, scheduler = plan_ahead([Part(0, 10), Part(1, 10), Part(2, 10)], fail_at=1)
+    assert (small, read, len(scheduler.ahead)) == (True, 1, 1)
+    assert scheduler._next_chunk() == Part(0, 10) and scheduler.stopped is None
+    assert scheduler._next_chunk() is None and scheduler.stopped == "line 99: bad record"

@@ -330,7 +330,10 @@ class _Scheduler(Generic[ChunkT]):
 
         Planned chunks wait in ``ahead`` for the loop. A chunk whose size is
         not known (a key range) counts as a full one. An error that stops the
-        plan is kept for the loop too, so the chunks before it still run.
+        plan is kept for the loop too, so the chunks before it still run. In
+        a file, the bytes read so far tell early that the job is not small
+        (the records left would fill twice the allowance), so that a big job
+        with big chunks does not read three of them before its pool starts.
         """
         if self.plan.chunk is None:
             return False
@@ -346,6 +349,9 @@ class _Scheduler(Generic[ChunkT]):
                 return True
             self.ahead.append(chunk)
             held += chunk.size or self.plan.chunk
+            total = self.plan.total if self.plan.unit == "bytes" else None
+            if total and chunk.position and held * total > 2 * budget * chunk.position:
+                return False
         return False
 
     def close(self) -> None:

@@ -147,9 +147,18 @@ def _load_project(params: dict[str, Any]) -> None:
     options = RunOptions(
         executor=ExecutorKind(params["executor"]), start_method=params["start_method"]
     )
-    load_settings(params["settings"], params["pythonpath"])
-    backend(options.executor).start_early(options)
-    setup_django(params["settings"], params["pythonpath"])
+    collecting = gc.isenabled()
+    # loading a project allocates much and frees little: collecting meanwhile is
+    # wasted work; once loaded, it is frozen, so later collections skip it
+    gc.disable()
+    try:
+        load_settings(params["settings"], params["pythonpath"])
+        backend(options.executor).start_early(options)
+        setup_django(params["settings"], params["pythonpath"])
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
 
 
 def _run_spec(params: dict[str, Any]) -> Any:

@@ -249,14 +249,14 @@ def update(**params: Any) -> None:
     chunk, calls the function on every instance and writes the rows that
     changed (--method). Signals do not fire; use 'bulkpar save' for that.
     """
-    from bulkpar.api import execute
-    from bulkpar.bootstrap import resolve_model
-    from bulkpar.inputs.selection import select
-    from bulkpar.inputs.selection_strings import parse_assignments
-    from bulkpar.operations.update import UpdateSpec
-
     with errors_as_click_exceptions(params["traceback"]):
-        _load_project(params)
+        _load_project(params)  # first: it starts the workers' forkserver
+        from bulkpar.api import execute
+        from bulkpar.bootstrap import resolve_model
+        from bulkpar.inputs.selection import select
+        from bulkpar.inputs.selection_strings import parse_assignments
+        from bulkpar.operations.update import UpdateSpec
+
         model = resolve_model(params["model_label"])
         queryset = select(
             model,
@@ -318,12 +318,12 @@ def _consts(specs: tuple[str, ...]) -> dict[str, str]:
 
 def _load_command(operation: str, params: dict[str, Any]) -> None:
     """Shared body of ``create`` and ``upsert``: set up, build the spec, run it, render."""
-    from bulkpar.api import execute
-    from bulkpar.bootstrap import resolve_model
-    from bulkpar.operations.load import LoadMode, LoadSpec
-
     with errors_as_click_exceptions(params["traceback"]):
-        _load_project(params)
+        _load_project(params)  # first: it starts the workers' forkserver
+        from bulkpar.api import execute
+        from bulkpar.bootstrap import resolve_model
+        from bulkpar.operations.load import LoadMode, LoadSpec
+
         model = resolve_model(params["model_label"])
         report = execute(
             LoadSpec(
@@ -460,13 +460,13 @@ def save(**params: Any) -> None:
     bulk writes. An object whose save() or signal handler raises is rejected
     (see --rejects) and the others are still saved.
     """
-    from bulkpar.api import execute
-    from bulkpar.bootstrap import resolve_model
-    from bulkpar.inputs.selection import select
-    from bulkpar.operations.save import SaveSpec
-
     with errors_as_click_exceptions(params["traceback"]):
-        _load_project(params)
+        _load_project(params)  # first: it starts the workers' forkserver
+        from bulkpar.api import execute
+        from bulkpar.bootstrap import resolve_model
+        from bulkpar.inputs.selection import select
+        from bulkpar.operations.save import SaveSpec
+
         model = resolve_model(params["model_label"])
         path = params["input_path"]
         source: Any = model
@@ -522,13 +522,13 @@ def delete(**params: Any) -> None:
     rules (CASCADE, SET_NULL, PROTECT, RESTRICT) apply and pre_delete/post_delete
     fire. A PROTECT or RESTRICT reference fails its chunk, which is left whole.
     """
-    from bulkpar.api import execute
-    from bulkpar.bootstrap import resolve_model
-    from bulkpar.inputs.selection import select
-    from bulkpar.operations.delete import DeleteSpec
-
     with errors_as_click_exceptions(params["traceback"]):
-        _load_project(params)
+        _load_project(params)  # first: it starts the workers' forkserver
+        from bulkpar.api import execute
+        from bulkpar.bootstrap import resolve_model
+        from bulkpar.inputs.selection import select
+        from bulkpar.operations.delete import DeleteSpec
+
         model = resolve_model(params["model_label"])
         queryset = select(
             model,

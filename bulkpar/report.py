@@ -10,7 +10,6 @@ skipped, rejected, or lies in a failed or not-attempted chunk (see
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -383,6 +382,8 @@ class Report(RowCounts):
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     """p50, p95 and max of chunk latencies (zeros when there are none)."""
+    import statistics  # here: every worker imports this module, none needs it
+
     if not seconds:
         return {"p50": 0.0, "p95": 0.0, "max": 0.0}
     ordered = sorted(seconds)

@@ -66,7 +66,7 @@ def default_start_method() -> str:
     run buys safety under every condition. ``--start-method fork`` remains
     available; jobs of at most two chunks start no pool at all (``auto``), and
     the command line starts the forkserver while it loads the project
-    (:func:`start_forkserver`).
+    (:meth:`ProcessBackend.start_early`).
     """
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
@@ -170,9 +170,10 @@ class ProcessBackend:
     def start_early(self, options: RunOptions) -> None:
         """Start the forkserver, if the pool will fork its workers from one.
 
-        The forkserver is a new interpreter that imports bulkpar and Django
-        (about 0.15 s); it lives as long as this process and serves every
-        later pool (the runner starts it anyway when it starts a pool).
+        The forkserver is a new interpreter that imports bulkpar, Django and
+        the database backends (:func:`forkserver_preload`; about 0.25 s on the
+        development machine); it lives as long as this process and serves
+        every later pool (the runner starts it anyway when it starts a pool).
         """
         if (options.start_method or default_start_method()) != "forkserver":
             return

@@ -11,15 +11,17 @@ for the API and the CLI alike. The CLI builds the same specs and calls
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkpar.engine.runner import ProgressSink, run
-from bulkpar.operations.delete import DeleteSpec
-from bulkpar.operations.load import LoadMode, LoadSpec
 from bulkpar.operations.options import RunSpec
-from bulkpar.operations.save import SaveSpec
-from bulkpar.operations.update import UpdateSpec
 from bulkpar.report import Report
+
+if TYPE_CHECKING:  # each function imports its own operation: one run loads one
+    from bulkpar.operations.delete import DeleteSpec
+    from bulkpar.operations.load import LoadSpec
+    from bulkpar.operations.save import SaveSpec
+    from bulkpar.operations.update import UpdateSpec
 
 
 def update(
@@ -30,7 +32,7 @@ def update(
     fields: Iterable[str] | None = None,
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     touch: bool = True,
@@ -67,14 +69,19 @@ def update(
             decimal digits and places (never rounded), integer range — once,
             before any write. ``None`` is SQL NULL; ``Value(None,
             JSONField())`` is JSON null.
-        func: a callable or ``"module:callable"``; for the process executor it
-            must be importable by name (defined at module level).
+        func: a callable or ``"module:callable"``; for the ``auto`` and
+            ``process`` executors it must be importable by name (defined at
+            module level), even for a small job that runs in this process:
+            the same call works whatever the table's size.
         fields: the fields ``func`` may change; changes to others are ignored.
             Default: every concrete field, detected by comparing values.
         chunk: rows per chunk and per transaction.
         workers: parallel workers (default: CPUs available).
-        executor: ``"process"`` (default), ``"thread"`` or ``"serial"``.
-        start_method: ``fork``, ``forkserver`` or ``spawn`` (process executor).
+        executor: ``"auto"`` (default: a pool of worker processes, except for
+            a job of at most two chunks, which runs in this process and
+            says so in ``report.executor``), ``"process"`` (always a pool),
+            ``"thread"`` or ``"serial"``.
+        start_method: ``fork``, ``forkserver`` or ``spawn`` (worker processes).
         database: alias to write to (default: the queryset's, or the router's).
         touch: refresh ``auto_now`` fields of written rows.
         lock: ``SELECT … FOR UPDATE`` each chunk's rows before ``func`` runs,
@@ -106,6 +113,8 @@ def update(
         bulkpar.errors.BulkparError: invalid arguments, unknown fields, an
             unreachable database, or workers that cannot start.
     """
+    from bulkpar.operations.update import UpdateSpec
+
     spec = UpdateSpec(
         queryset,
         set=set,
@@ -167,7 +176,7 @@ def create(
     method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
@@ -218,6 +227,8 @@ def create(
     Returns:
         The Report: ``input_rows == created + skipped + rejected + failed_rows``.
     """
+    from bulkpar.operations.load import LoadMode, LoadSpec
+
     spec = LoadSpec(
         model,
         rows,
@@ -262,7 +273,7 @@ def upsert(
     method: str = "auto",
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
@@ -299,6 +310,8 @@ def upsert(
         The Report with ``created``, ``updated``, ``unchanged``, ``rejected``
         and ``duplicates``, which add up to ``input_rows``.
     """
+    from bulkpar.operations.load import LoadMode, LoadSpec
+
     spec = LoadSpec(
         model,
         rows,
@@ -347,7 +360,7 @@ def save(
     validate: bool = False,
     chunk: int = 500,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
@@ -393,6 +406,8 @@ def save(
         The Report: ``saved`` (= ``written``), ``created``, ``updated``,
         ``skipped``, ``rejected``.
     """
+    from bulkpar.operations.save import SaveSpec
+
     spec = SaveSpec(
         source,
         rows,
@@ -431,7 +446,7 @@ def delete(
     archive: str | None = None,
     chunk: int = 1000,
     workers: int | None = None,
-    executor: str = "process",
+    executor: str = "auto",
     start_method: str | None = None,
     database: str | None = None,
     retries: int = 5,
@@ -470,6 +485,8 @@ def delete(
         model, ``report.written`` those of the selected model;
         ``matched = written + skipped + failed_rows + not_attempted``.
     """
+    from bulkpar.operations.delete import DeleteSpec
+
     return execute(
         DeleteSpec(
             queryset,

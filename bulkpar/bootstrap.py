@@ -31,6 +31,50 @@ def add_pythonpath(paths: Sequence[str]) -> None:
             sys.path.insert(0, path)
 
 
+def load_settings(settings: str | None = None, pythonpath: Sequence[str] = ()) -> str | None:
+    """Import the settings module, without loading the project's apps yet.
+
+    The first half of :func:`setup_django`: the command line reads the
+    database engines from the settings before ``django.setup()`` (to start
+    the workers' forkserver with the right driver, see
+    :func:`bulkpar.engine.executors.forkserver_preload`).
+
+    Args:
+        settings: dotted settings module; falls back to ``DJANGO_SETTINGS_MODULE``.
+        pythonpath: directories to put on ``sys.path`` first. The current
+            directory is always importable, as it is for ``manage.py``.
+
+    Returns:
+        The settings module name, or None when Django was configured
+        already and no module was named.
+
+    Raises:
+        SettingsError: no settings module was given, or it fails to import.
+    """
+    from django.conf import settings as django_settings
+
+    add_pythonpath([*pythonpath, os.getcwd()])
+    if settings:
+        os.environ["DJANGO_SETTINGS_MODULE"] = settings
+    module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if django_settings.configured and not settings:
+        return None
+    if not module:
+        raise SettingsError(
+            "no Django settings module given; pass --settings mysite.settings "
+            "or set DJANGO_SETTINGS_MODULE"
+        )
+    try:
+        importlib.import_module(module)
+    except Exception as exc:
+        raise SettingsError(
+            f"cannot import settings module {module!r}: {type(exc).__name__}: {exc}; "
+            "check --settings / DJANGO_SETTINGS_MODULE and --pythonpath "
+            f"(searched from {os.getcwd()})"
+        ) from exc
+    return module
+
+
 def setup_django(settings: str | None = None, pythonpath: Sequence[str] = ()) -> str:
     """Configure Django from a settings module and call ``django.setup()``.
 
@@ -46,34 +90,19 @@ def setup_django(settings: str | None = None, pythonpath: Sequence[str] = ()) ->
         SettingsError: no settings module was given, or it fails to import.
     """
     import django
-    from django.conf import settings as django_settings
+    from django.apps import apps
 
-    add_pythonpath([*pythonpath, os.getcwd()])
-    if settings:
-        os.environ["DJANGO_SETTINGS_MODULE"] = settings
-    module = os.environ.get("DJANGO_SETTINGS_MODULE")
-    if django_settings.configured and not settings:
-        return module or "<configured>"
-    if not module:
-        raise SettingsError(
-            "no Django settings module given; pass --settings mysite.settings "
-            "or set DJANGO_SETTINGS_MODULE"
-        )
-    try:
-        importlib.import_module(module)
-    except Exception as exc:
-        raise SettingsError(
-            f"cannot import settings module {module!r}: {type(exc).__name__}: {exc}; "
-            "check --settings / DJANGO_SETTINGS_MODULE and --pythonpath "
-            f"(searched from {os.getcwd()})"
-        ) from exc
+    module = load_settings(settings, pythonpath)
+    if module is None and apps.ready:  # the caller configured and set up Django
+        return os.environ.get("DJANGO_SETTINGS_MODULE") or "<configured>"
+    name = module or os.environ.get("DJANGO_SETTINGS_MODULE") or "<configured>"
     try:
         django.setup()
     except Exception as exc:
         raise SettingsError(
-            f"django.setup() failed for settings {module!r}: {type(exc).__name__}: {exc}"
+            f"django.setup() failed for settings {name!r}: {type(exc).__name__}: {exc}"
         ) from exc
-    return module
+    return name
 
 
 def resolve_model(label: str) -> type[Any]:
@@ -193,7 +222,10 @@ def describe_database(alias: str) -> str:
 
 
 def check_database(alias: str, model: type[Any] | None = None) -> None:
-    """Open (and close) a connection so an unreachable server fails fast.
+    """Open a connection so an unreachable server fails fast.
+
+    The connection stays open for what this process asks next (the run's
+    count and key probes); the runner closes it before it forks workers.
 
     With ``model``, also check that its table (and, for multi-table
     inheritance, its parents' tables) exist, so an unmigrated database is one
@@ -222,11 +254,8 @@ def check_database(alias: str, model: type[Any] | None = None) -> None:
             f"cannot connect to {describe_database(alias)} (alias {alias!r}): {message}; "
             "check that the server is running and DATABASES in your settings"
         ) from exc
-    try:
-        if model is not None:
-            _check_tables(alias, model)
-    finally:
-        connection.close()
+    if model is not None:
+        _check_tables(alias, model)
 
 
 def _check_tables(alias: str, model: type[Any]) -> None:

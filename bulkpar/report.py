@@ -10,7 +10,6 @@ skipped, rejected, or lies in a failed or not-attempted chunk (see
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -226,9 +225,14 @@ class Report(RowCounts):
         chunks: chunks completed successfully.
         failed_chunks: chunks rolled back.
         planned_chunks: chunks started (completed + failed).
-        workers, executor, start_method: how the work was run.
+        workers, executor, start_method: how the work was run; ``executor``
+            says what ran (``process``, ``thread``, ``serial``, or ``serial
+            (small job)`` when ``auto`` ran a job of at most two chunks in
+            this process).
         seconds: wall seconds of the whole run, pool start-up included.
-        startup_seconds: seconds spent starting the worker pool.
+        startup_seconds: seconds from the run's start until its first chunk
+            could be sent: starting the workers, while the rows are counted
+            and the first chunks planned (in this process, only those).
         rows_per_second: rows processed per wall second.
         chunk_seconds: per-chunk latency ``{"p50", "p95", "max"}``.
         phase_seconds: total worker seconds per phase.
@@ -378,6 +382,8 @@ class Report(RowCounts):
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     """p50, p95 and max of chunk latencies (zeros when there are none)."""
+    import statistics  # here: every worker imports this module, none needs it
+
     if not seconds:
         return {"p50": 0.0, "p95": 0.0, "max": 0.0}
     ordered = sorted(seconds)

@@ -125,9 +125,9 @@ def test_deadlock_between_workers_is_retried(people, backend, markers, monkeypat
         pytest.skip("SQLite has no row locks: writers queue on the database lock instead")
     people(200)
     monkeypatch.setenv("BULKPAR_TEST_DEADLOCK_PK", "101")
-    report = bulkpar.update(
-        Person.objects.all(), func=f"{T}:bump_and_deadlock", chunk=100, workers=2, lock=False
-    )
+    # two chunks would run one after the other in this process (auto): ask for workers
+    report = bulkpar.update(Person.objects.all(), func=f"{T}:bump_and_deadlock", chunk=100,
+                            workers=2, lock=False, executor="process")  # fmt: skip
     assert report.ok and report.chunks == 2
     assert report.retries >= 1  # one of the two was chosen as the deadlock victim
     assert bumped_exactly_once(200)

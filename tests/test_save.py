@@ -84,9 +84,13 @@ def test_setup_runs_once_per_worker(db):
     assert len(pids) == len(set(pids)) == 2
 
 
-def test_failing_setup_stops_before_any_write(db, run_cli):
+@pytest.mark.parametrize("executor", ["auto", "process"])
+def test_failing_setup_stops_before_any_write(db, run_cli, executor):
+    # auto runs these small jobs in this process (the set-up too); process starts workers
     with pytest.raises(WorkerSetupError, match="cache server unreachable"):
-        bulkpar.save(Signalled, records(5), setup=f"{T}:failing_setup", workers=2)
+        bulkpar.save(
+            Signalled, records(5), setup=f"{T}:failing_setup", workers=2, executor=executor
+        )
     result = run_cli(
         "save",
         *SETTINGS,
@@ -96,6 +100,8 @@ def test_failing_setup_stops_before_any_write(db, run_cli):
         f"{T}:failing_setup",
         "--filter",
         "value__gte=0",
+        "--executor",
+        executor,
     )
     assert result.returncode == 1 and "cache server unreachable" in result.stderr
     assert Signalled.objects.count() == 0

@@ -164,14 +164,22 @@ def test_each_executor_kind_has_one_backend_saying_what_it_offers() -> None:
     from bulkpar.engine.contracts import EXECUTORS, ExecutorKind
     from bulkpar.engine.executors import BACKENDS, backend
 
-    assert set(BACKENDS) == set(ExecutorKind) and EXECUTORS == ("process", "thread", "serial")
-    process, thread, serial = backend("process"), backend("thread"), backend(ExecutorKind.SERIAL)
+    assert set(BACKENDS) == set(ExecutorKind)
+    assert EXECUTORS == ("auto", "process", "thread", "serial")
+    auto, process = backend("auto"), backend("process")
+    thread, serial = backend("thread"), backend(ExecutorKind.SERIAL)
     # only a process pool's workers load the project by name and leave result files
     assert (process.needs_settings_module, process.result_files) == (True, True)
+    assert (auto.needs_settings_module, auto.result_files) == (True, True)
     assert (thread.needs_settings_module, thread.result_files) == (False, False)
     assert thread.closes_connections_after_chunk and not process.closes_connections_after_chunk
     assert serial.in_process and not process.in_process and not thread.in_process
-    assert [b.slots(4) for b in (process, thread, serial)] == [4, 4, 1]
+    assert [b.slots(4) for b in (auto, process, thread, serial)] == [4, 4, 4, 1]
+    # only auto runs a small job in this process; the report names what ran
+    assert [b.small_job_chunks for b in (auto, process, thread, serial)] == [2, 0, 0, 0]
+    assert [b.label for b in (auto, process, thread, serial)] == [
+        "process", "process", "thread", "serial"
+    ]  # fmt: skip
 
 
 def test_run_options_check_the_executor_name_once_into_the_enum() -> None:

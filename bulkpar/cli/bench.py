@@ -11,13 +11,11 @@ as the reference the speed-ups are measured against.
 
 from __future__ import annotations
 
+# platform, statistics, subprocess and tempfile are imported where they are used:
+# every bulkpar command imports this module (for OPERATIONS), only bench runs it
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -249,6 +247,9 @@ def run_grid(
 def _run_once(
     operation: str, extra: Sequence[str], combo: Combo, repeat: int, commit: bool
 ) -> BenchRun:
+    import subprocess
+    import tempfile
+
     command = [sys.executable, "-m", "bulkpar", operation, *extra, *combo.args(),
                "--json", "--quiet"]  # fmt: skip
     if not commit:
@@ -276,6 +277,8 @@ def _run_once(
 
 def summarise(runs: Sequence[BenchRun]) -> list[dict[str, Any]]:
     """Median/min/max seconds, rows/s and speed-up per combination."""
+    import statistics
+
     by_combo: dict[Combo, list[BenchRun]] = {}
     for run in runs:
         by_combo.setdefault(run.combo, []).append(run)
@@ -321,6 +324,8 @@ def recommend(summary: Sequence[dict[str, Any]]) -> str:
 
 def machine_info(database: str) -> dict[str, Any]:
     """CPU count and model, Python, Django, database server: to compare results."""
+    import platform
+
     import django
     from django.db import connections
 
@@ -344,6 +349,8 @@ def machine_info(database: str) -> dict[str, Any]:
 
 
 def _cpu_model() -> str:
+    import platform
+
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:

@@ -74,10 +74,11 @@ def _add_run_options(func: F, chunk: int) -> F:
         click.option(
             "--executor",
             type=click.Choice(EXECUTORS),
-            default="process",
+            default="auto",
             show_default=True,
-            help="process: a pool of processes; thread: threads in this process; "
-            "serial: no pool (for debugging).",
+            help="auto: a pool of processes, but a job of at most two chunks runs in this "
+            "process; process: always a pool; thread: threads in this process; serial: no "
+            "pool (for debugging).",
         ),
         click.option(
             "--start-method",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 class ExecutorKind(str, enum.Enum):
     """The executor backends (see :mod:`bulkpar.engine.executors`), checked once into this."""
 
+    AUTO = "auto"
     PROCESS = "process"
     THREAD = "thread"
     SERIAL = "serial"
@@ -84,7 +85,9 @@ class RunOptions:
 
     Attributes:
         workers: worker processes (or threads); ``serial`` always uses one.
-        executor: ``process`` (default), ``thread`` or ``serial``.
+        executor: ``auto`` (default: a process pool, but a job of at most two
+            chunks runs in this process), ``process`` (always a pool),
+            ``thread`` or ``serial``.
         start_method: multiprocessing start method for ``process``; None picks
             bulkpar's default (see :func:`bulkpar.engine.executors.default_start_method`).
         retries: how often a chunk that hit a transient error (deadlock, lock
@@ -100,7 +103,7 @@ class RunOptions:
     """
 
     workers: int = 1
-    executor: ExecutorKind = ExecutorKind.PROCESS
+    executor: ExecutorKind = ExecutorKind.AUTO
     start_method: str | None = None
     retries: int = 5
     on_error: OnError = "abort"

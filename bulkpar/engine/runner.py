@@ -22,6 +22,11 @@ Invariants:
 * **A dead worker is replaced.** When a worker process dies (OOM killer,
   ``kill -9``) the pool is rebuilt and the chunks that were in flight run
   again; a chunk whose runs keep killing workers fails after the retry limit.
+* **Start-up overlaps.** The runner plans the first chunks before it starts
+  anything: a job that ends within the backend's ``small_job_chunks`` runs in
+  this process. Otherwise the pool starts (in a thread, where the start method
+  allows) while this thread counts the rows; no chunk is sent before every
+  worker has loaded the project, so a failed worker set-up still writes nothing.
 """
 
 from __future__ import annotations
@@ -34,17 +39,17 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import IO, Any, Generic, Protocol
 
-from bulkpar.bootstrap import close_connections
 from bulkpar.engine import worker
 from bulkpar.engine.checkpoint import Checkpoint
-from bulkpar.engine.contracts import ChunkT, Job, RunOptions, Target
-from bulkpar.engine.executors import backend
+from bulkpar.engine.contracts import ChunkT, ExecutorKind, Job, RunOptions, Target
+from bulkpar.engine.executors import ExecutorBackend, PoolStart, backend
 from bulkpar.errors import BulkparError, CheckpointMismatchError, UsageError
 from bulkpar.report import ChunkResult, Report, build_report
 
@@ -53,6 +58,11 @@ INEXACT_NOTE = (
     "counts inexact: another writer changed some of these keys during the run (or the input "
     "holds keys that the database's collation calls equal, such as 'a' and 'A '), so the split "
     "between created, updated and unchanged is an estimate; the data written is right"
+)
+#: The report's note when ``auto`` ran a small job in this process.
+SMALL_JOB_NOTE = (
+    "small job (at most {chunks} chunks): it ran in this process, which is quicker than "
+    "starting worker processes; --executor process always starts them"
 )
 
 
@@ -91,6 +101,11 @@ class Plan(Generic[ChunkT]):
         matched: rows selected when the run was planned (updates).
         counts_input: True for loads: the report counts records read.
         checkpoint: the journal of committed chunks, if resuming is on.
+        chunk: rows (records) per chunk, at most; a chunk of unknown
+            ``size`` counts as this many when the runner decides whether the
+            job is small. None: never small.
+        count: counts the selected rows when the run starts, while the pool
+            starts; the result is both ``total`` and ``matched``.
     """
 
     chunks: Iterable[ChunkT]
@@ -99,6 +114,8 @@ class Plan(Generic[ChunkT]):
     matched: int | None = None
     counts_input: bool = False
     checkpoint: Checkpoint | None = None
+    chunk: int | None = None
+    count: Callable[[], int] | None = None
 
 
 class RejectLog:
@@ -162,15 +179,14 @@ def run(
     from django.db import connections
 
     vendor = connections[target.database].vendor
-    workers = backend(options.executor).slots(options.workers)
     started = time.perf_counter()
-    scheduler = _Scheduler(job, plan, options, target, workers, progress)
+    scheduler = _Scheduler(job, plan, options, target, progress)
     try:
         with scheduler.signals():
             scheduler.start()
             startup = time.perf_counter() - started
             if progress is not None:
-                progress.start(plan.total, f"{job.operation} {job.model}", plan.unit)
+                progress.start(scheduler.total, f"{job.operation} {job.model}", plan.unit)
             scheduler.loop()
     finally:
         scheduler.close()
@@ -178,9 +194,12 @@ def run(
             progress.close()
         if plan.checkpoint is not None:
             plan.checkpoint.close()
+    workers = scheduler.workers
     inexact = any(r.inexact for r in scheduler.results)
     if inexact:
         notes = (*notes, INEXACT_NOTE)
+    if scheduler.small_job:
+        notes = (*notes, SMALL_JOB_NOTE.format(chunks=backend(options.executor).small_job_chunks))
     if vendor == "sqlite" and workers > 1:
         notes = (
             *notes,
@@ -188,18 +207,19 @@ def run(
             "Python-side work, while writes are serialised.",
         )
     resumed = plan.checkpoint.done if plan.checkpoint is not None else []
+    matched = scheduler.matched
     return build_report(
         scheduler.results,
         operation=job.operation,
         model=job.model,
         seconds=time.perf_counter() - started,
-        matched=plan.matched if plan.matched is not None else scheduler.input_rows,
+        matched=matched if matched is not None else scheduler.input_rows,
         input_rows=scheduler.input_rows if plan.counts_input else None,
         database=target.database,
         vendor=vendor,
         method=job.method,
         workers=workers,
-        executor=backend(options.executor).kind.value,
+        executor=scheduler.backend.label + (" (small job)" if scheduler.small_job else ""),
         start_method=scheduler.start_method,
         startup_seconds=round(startup, 6),
         interrupted=scheduler.signal_number is not None,
@@ -225,7 +245,6 @@ class _Scheduler(Generic[ChunkT]):
     plan: Plan[ChunkT]
     options: RunOptions
     target: Target
-    workers: int
     progress: ProgressSink | None
     results: list[ChunkResult] = field(default_factory=list)
     input_rows: int = 0
@@ -235,8 +254,16 @@ class _Scheduler(Generic[ChunkT]):
     workers_lost: int = 0
     start_method: str | None = None
     executor: Executor | None = None
+    pool: PoolStart | None = None
+    workers: int = 1
+    small_job: bool = False
+    starting: bool = False
+    result_dir: str | None = None
     in_flight: dict[Future[ChunkResult], ChunkT] = field(default_factory=dict)
     waiting: list[ChunkT] = field(default_factory=list)
+    ahead: deque[ChunkT] = field(default_factory=deque)
+    ahead_error: BulkparError | None = None
+    plan_ended: bool = False
     exhausted: bool = False
     position: int = 0
     deaths: dict[int, int] = field(default_factory=dict)
@@ -244,30 +271,95 @@ class _Scheduler(Generic[ChunkT]):
     abort_now: bool = False
 
     def __post_init__(self) -> None:
-        self.backend = backend(self.options.executor)
+        self.backend: ExecutorBackend = backend(self.options.executor)
         self.rejects = RejectLog(self.options.rejects)
-        self.result_dir = (
-            tempfile.mkdtemp(prefix="bulkpar-results-") if self.backend.result_files else None
-        )
-        self.chunk_options = worker.ChunkOptions(
-            retries=self.options.retries,
-            bisect=self.options.on_error == "bisect",
-            dry_run=self.options.dry_run,
-            close_after=self.backend.closes_connections_after_chunk,
-            result_dir=self.result_dir,
-        )
         self.skip = self.plan.checkpoint.done_indexes() if self.plan.checkpoint else set()
         self.chunks: Iterator[ChunkT] = iter(self.plan.chunks)
+        self.total = self.plan.total
+        self.matched = self.plan.matched
+        self.chunk_options = worker.ChunkOptions()
 
     # -- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
-        close_connections()
-        self.executor, self.start_method = self.backend.create(self.options, self.target)
-        self.backend.warm_up(self.executor, self.workers)
+        """Decide where the chunks run and start it; count the rows meanwhile.
+
+        The first chunks are planned before anything starts (a few indexed
+        probes, or a few batches of input): when the plan ends within the
+        backend's ``small_job_chunks``, the job runs in this process. The pool
+        then starts, in a thread where the backend allows, while this thread
+        counts the rows; :meth:`PoolStart.wait` raises a worker's set-up
+        error before any chunk is sent. An interrupt stops the start-up:
+        nothing has been written yet.
+        """
+        self.starting = True
+        try:
+            small = self.backend.small_job_chunks
+            if small and self._plan_ends_within(small):
+                self.backend = backend(ExecutorKind.SERIAL)
+                self.small_job = True
+            self.workers = self.backend.slots(self.options.workers)
+            if self.backend.result_files:
+                self.result_dir = tempfile.mkdtemp(prefix="bulkpar-results-")
+            self.chunk_options = worker.ChunkOptions(
+                retries=self.options.retries,
+                bisect=self.options.on_error == "bisect",
+                dry_run=self.options.dry_run,
+                close_after=self.backend.closes_connections_after_chunk,
+                result_dir=self.result_dir,
+            )
+            self.pool = PoolStart(self.backend, self.options, self.target, self.workers)
+            if self.plan.count is not None:
+                self.total = self.matched = self.plan.count()
+            self.executor = self.pool.wait()
+            self.start_method = self.pool.start_method
+        except KeyboardInterrupt:  # a second interrupt during start-up
+            self.abort_now = True
+            if self.signal_number is None:
+                self.signal_number = signal.SIGINT
+        except BaseException:
+            if not self.abort_now:
+                raise
+            # workers ended by a second interrupt fail the pool's start: the
+            # interrupt is what happened, and nothing was written
+        finally:
+            self.starting = False
+
+    def _plan_ends_within(self, chunks: int) -> bool:
+        """Plan ahead; True when the whole plan holds at most ``chunks`` chunks' worth.
+
+        Planned chunks wait in ``ahead`` for the loop. A chunk whose size is
+        not known (a key range) counts as a full one. An error that stops the
+        plan is kept for the loop too, so the chunks before it still run. In
+        a file, the bytes read so far tell early that the job is not small
+        (the records left would fill twice the allowance), so that a big job
+        with big chunks does not read three of them before its pool starts.
+        """
+        if self.plan.chunk is None:
+            return False
+        budget = chunks * self.plan.chunk
+        held = 0
+        while held <= budget:
+            try:
+                chunk = self._pull()
+            except BulkparError as exc:
+                self.ahead_error = exc
+                return True
+            if chunk is None:
+                return True
+            self.ahead.append(chunk)
+            held += chunk.size or self.plan.chunk
+            total = self.plan.total if self.plan.unit == "bytes" else None
+            if total and chunk.position and held * total > 2 * budget * chunk.position:
+                return False
+        return False
 
     def close(self) -> None:
         self.rejects.close()
+        if self.pool is not None:
+            self.pool.join()  # a start cut short by an error or an interrupt
+            if self.executor is None:
+                self.executor = self.pool.executor
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
         if self.result_dir is not None:
@@ -302,10 +394,13 @@ class _Scheduler(Generic[ChunkT]):
         # loop notices within half a second; raising here could cut the bookkeeping
         # of a chunk that already committed in half.
         self.abort_now = True
-        if self.executor is not None:
-            self.backend.stop_now(self.executor)
-        if self.backend.in_process:
-            raise KeyboardInterrupt  # the chunk runs in this thread: stop it
+        executor = self.executor or (self.pool.executor if self.pool is not None else None)
+        if executor is not None:
+            self.backend.stop_now(executor)
+        if self.backend.in_process or self.starting:
+            # the chunk runs in this thread, or nothing runs yet (the count, the
+            # pool's start): stop what this thread does
+            raise KeyboardInterrupt
 
     # -- scheduling ---------------------------------------------------------
 
@@ -313,7 +408,7 @@ class _Scheduler(Generic[ChunkT]):
         """Submit chunks with bounded look-ahead until the plan ends or the run stops."""
         limit = max(1, self.workers * self.options.in_flight_per_worker)
         try:
-            while True:
+            while not self.abort_now:
                 while not self.stopping and len(self.in_flight) < limit:
                     chunk = self._ready_chunk(limit)
                     if chunk is None:
@@ -371,25 +466,35 @@ class _Scheduler(Generic[ChunkT]):
         return None
 
     def _next_chunk(self) -> ChunkT | None:
+        if self.ahead:
+            return self.ahead.popleft()
+        try:
+            return self._pull()
+        except BulkparError as exc:  # bad input mid-stream: stop, keep what committed
+            if isinstance(exc, CheckpointMismatchError) and not (self.results or self.in_flight):
+                raise  # nothing written yet: refuse the run outright
+            self.stopped = str(exc)
+            self.stopping = True
+            return None
+
+    def _pull(self) -> ChunkT | None:
+        """The plan's next chunk that a resume does not skip; None at the plan's end."""
+        if self.ahead_error is not None:
+            error, self.ahead_error = self.ahead_error, None
+            raise error
         checkpoint = self.plan.checkpoint
-        while True:
-            try:
-                chunk = next(self.chunks, None)
+        while not self.plan_ended:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.plan_ended = True
                 if checkpoint is not None:  # what a resume skips must be what was committed
-                    if chunk is None:
-                        checkpoint.verify_end()
-                    elif chunk.index in self.skip:
-                        checkpoint.verify(chunk)
-            except BulkparError as exc:  # bad input mid-stream: stop, keep what committed
-                if isinstance(exc, CheckpointMismatchError) and not (
-                    self.results or self.in_flight
-                ):
-                    raise  # nothing written yet: refuse the run outright
-                self.stopped = str(exc)
-                self.stopping = True
+                    checkpoint.verify_end()
                 return None
-            if chunk is None or chunk.index not in self.skip:
+            if chunk.index not in self.skip:
                 return chunk
+            if checkpoint is not None:
+                checkpoint.verify(chunk)
+        return None
 
     def _submit(self, chunk: ChunkT) -> None:
         assert self.executor is not None

@@ -324,6 +324,7 @@ def plan_input(
         unit="bytes" if source.total_bytes is not None else "rows",
         counts_input=True,
         checkpoint=checkpoint,
+        chunk=chunk,
     )
 
 

@@ -30,7 +30,9 @@ class RunSpec:
     Attributes:
         chunk: rows (or records) per chunk and per transaction.
         workers: parallel workers (None: the CPUs available).
-        executor: ``process``, ``thread`` or ``serial``.
+        executor: ``auto`` (a process pool, except for a job of at most two
+            chunks, which runs in this process), ``process`` (always a pool),
+            ``thread`` or ``serial``.
         start_method: multiprocessing start method (process executor).
         database: the alias to write to (None: the queryset's or the router's).
         retries: retries of a chunk after a transient error.
@@ -44,7 +46,7 @@ class RunSpec:
 
     chunk: int = 1000
     workers: int | None = None
-    executor: str = "process"
+    executor: str = "auto"
     start_method: str | None = None
     database: str | None = None
     retries: int = 5

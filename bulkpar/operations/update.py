@@ -134,16 +134,17 @@ def selection_description(queryset: Any) -> list[Any]:
 def plan_selection(queryset: Any, chunk: int, checkpoint: Checkpoint | None) -> Plan:
     """The pk ranges of ``queryset`` a run still has to do (outside the committed ones).
 
-    Shared by ``update`` and the queryset mode of ``save``: the rows are counted
-    once, when the run starts, and the ranges planned lazily as workers free up.
+    Shared by ``update``, ``delete`` and the queryset mode of ``save``: the rows
+    are counted once, when the run starts (while the pool starts), and the
+    ranges planned lazily as workers free up.
     """
     skip, first_index = resume_point(checkpoint)
-    matched = int(exclude_ranges(queryset, skip).count())
+    remaining = exclude_ranges(queryset, skip)
     return Plan(
         chunks=plan_pk_ranges(queryset, chunk, skip=skip, first_index=first_index),
-        total=matched,
-        matched=matched,
         checkpoint=checkpoint,
+        chunk=chunk,
+        count=lambda: int(remaining.count()),
     )
 
 

@@ -363,7 +363,10 @@ def bulkpar_command() -> list[str]:
     Not the console script: its entry point names a module of the installed
     version (``bulkpar.cli.app``), which an older revision does not have.
     """
-    return [sys.executable, "-m", "bulkpar"]
+    # -P: the runs start in the repository's root, which ``python -m`` would put first on
+    # sys.path, so the working tree's bulkpar would shadow the --bulkpar-rev snapshot
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-m", "bulkpar"]
 
 
 #: The input columns of the load group, in file order (the COPY column list).

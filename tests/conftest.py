@@ -424,3 +424,23 @@ def people(db: None) -> Callable[..., int]:
         return n
 
     return make_people
+
+
+def one_line_error(result: Any, code: int, *phrases: str) -> str:
+    """The run failed with ``code`` and one ``Error:`` line holding every phrase."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+@pytest.fixture
+def markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh directory for the fault-injection hooks' once-only markers."""
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    monkeypatch.setenv("BULKPAR_TEST_MARKERS", str(folder))
+    return folder

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import one_line_error
 from django.utils import timezone
 from testproject.testapp.models import Event, Item, Person, Product, Sample, SaveLog, Signalled
 
@@ -28,17 +29,6 @@ from bulkpar.inputs.sources import as_source
 SETTINGS = ("--settings", "testproject.settings")
 UTC = datetime.UTC
 PERSON = (*SETTINGS, "--model", "testapp.Person")
-
-
-def one_line_error(result, code, *phrases):
-    """The run failed with ``code`` and one ``Error:`` line holding every phrase."""
-    assert result.returncode == code, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in errors[0], errors[0]
-    assert "Traceback" not in result.stderr
-    return errors[0]
 
 
 # -- the same records as JSON Lines and as Parquet / Arrow / pandas ------------------------

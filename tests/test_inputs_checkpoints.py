@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error
 from django.db import connection
 from testproject.testapp.models import Event, Person, Product
 
@@ -29,17 +30,6 @@ PERSON = ("--settings", "testproject.settings", "--model", "testapp.Person")
 
 def create(run_cli, path, *extra, input=None):
     return run_cli("create", *PERSON, "--input", path, "--workers", "2", "-q", *extra, input=input)
-
-
-def one_line_error(result, code, *phrases):
-    """The run failed with ``code`` and one ``Error:`` line holding every phrase."""
-    assert result.returncode == code, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for phrase in phrases:
-        assert phrase in errors[0], errors[0]
-    assert "Traceback" not in result.stderr
-    return errors[0]
 
 
 # -- checkpoints: what a resume skips must be what was committed -----------------------

@@ -17,15 +17,6 @@ T = "testproject.testapp.transforms"
 MODEL = ("--settings", "testproject.settings", "--model", "testapp.Person")
 
 
-@pytest.fixture
-def markers(tmp_path, monkeypatch):
-    """A fresh directory for the fault-injection hooks' once-only markers."""
-    folder = tmp_path / "markers"
-    folder.mkdir()
-    monkeypatch.setenv("BULKPAR_TEST_MARKERS", str(folder))
-    return folder
-
-
 def bumped_exactly_once(n):
     """Every row's score went from i to i + 1 (pk = i + 1): nothing lost, nothing doubled."""
     return Person.objects.filter(score=F("id")).count() == n == Person.objects.count()

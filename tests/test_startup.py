@@ -202,15 +202,6 @@ def test_a_second_interrupt_rolls_a_small_job_back(people, run_cli, markers):
     assert report["written"] == 0 and not Person.objects.filter(score=F("id")).exists()
 
 
-@pytest.fixture
-def markers(tmp_path, monkeypatch):
-    """A fresh directory for the fault-injection hooks' once-only markers."""
-    folder = tmp_path / "markers"
-    folder.mkdir()
-    monkeypatch.setenv("BULKPAR_TEST_MARKERS", str(folder))
-    return folder
-
-
 # -- the decision, on a scripted plan ----------------------------------------------------
 
 

@@ -174,10 +174,14 @@ def test_sqlite_settings_of_a_small_job_do_not_outlive_it(people, backend):
     people(3)
     connection.ensure_connection()
     before = connection.connection.execute("PRAGMA busy_timeout").fetchone()[0]
-    mode = connection.transaction_mode
+    # Django >= 5.1 has transaction_mode; 4.2 gets BEGIN IMMEDIATE by a patched method
+    names = ("transaction_mode", "_start_transaction_under_autocommit")
+    tuned = [connection.__dict__.get(name) for name in names]
+    mode = getattr(connection, "transaction_mode", None)
     report = bulkpar.update(Person, func=f"{T}:bump_score", chunk=20)
     assert report.executor == SMALL
-    assert connection.transaction_mode == mode
+    assert getattr(connection, "transaction_mode", None) == mode
+    assert [connection.__dict__.get(name) for name in names] == tuned
     assert connection.connection.execute("PRAGMA busy_timeout").fetchone()[0] == before
 
 
